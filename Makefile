@@ -1,0 +1,43 @@
+# Two set-up commands (README): `make demo` and `make test`. Both make their own virtual
+# environment, install torch's CPU build (pinned) and the locked versions in constraints.txt.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.edgekit-installed
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
+
+.PHONY: install demo test lint typecheck bench bench-smoke stubs clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[full,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/edgekit demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+# Regenerate typings/tensorrt from tensorrt-stubs (installed to a side folder: installed into the
+# venv it would make `import tensorrt` succeed as an empty package).
+stubs: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps --target $(VENV)/trt-stubs tensorrt-stubs==10.13.0.35.1
+	$(BIN)/python tools/make_trt_stubs.py --from $(VENV)/trt-stubs
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,324 @@
+"""Artifact directories: ``manifest.json`` + the files it owns (DESIGN.md §2).
+
+An artifact is written into a temporary sibling directory and renamed into place, so an interrupted
+command leaves the old state or a complete artifact. Every file the manifest lists carries a sha256
+that is checked on load. Subdirectories the manifest does not list (builds/, bench/, exports/,
+child artifacts) are caches and outputs derived from it; a command never changes an artifact's own
+files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgekit import __version__
+from edgekit.errors import ArtifactError, BadInputError, OutputExistsError
+from edgekit.iospec import IOSpec
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+Kind = Literal["checkpoint", "compressed", "built", "bundle"]
+CACHE_DIRS = ("builds", "bench", "exports")
+
+
+class FileEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sha256: str
+    size: int
+
+
+class ModelSpec(BaseModel):
+    """How to rebuild the torch module: never a pickle, always code + structure + safetensors."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: str  # zoo name, "package.module:factory" or "torchvision:<name>"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    pruning: list[Any] | None = None  # Torch-Pruning's history, replayed on the fresh module
+    weights: str = "model.safetensors"
+
+
+class Lineage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    parent: str | None = None  # path of the parent, relative to this artifact
+    parent_sha256: str | None = None  # sha256 of the parent's manifest.json when this was made
+    step: str
+    config: dict[str, Any] = Field(default_factory=dict)
+    versions: dict[str, str] = Field(default_factory=dict)
+
+
+class TargetRecord(BaseModel):
+    """What a built artifact (or bundle) was compiled for and what actually runs."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    device: str
+    precision_requested: str
+    precision: str  # what runs, e.g. "fp32" on an OpenVINO CPU that would default to bf16
+    runtime_version: str
+    model_file: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    hardware: dict[str, Any] = Field(default_factory=dict)  # e.g. the GPU a TensorRT engine is for
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = SCHEMA_VERSION
+    kind: Kind
+    name: str
+    files: dict[str, FileEntry] = Field(default_factory=dict)
+    model: ModelSpec | None = None
+    onnx: str | None = None  # the artifact's ONNX file (FP32 graph or QDQ INT8 graph)
+    quantized: bool = False  # True when `onnx` is a QDQ INT8 graph
+    io: IOSpec
+    data: str | None = None  # the data source the model was trained / evaluated on
+    lineage: Lineage
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    target: TargetRecord | None = None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape an artifact, read without importing them."""
+    out = {"edgekit": __version__}
+    for dist in ("torch", "onnx", "onnxruntime", "openvino", "torch-pruning", "onnxslim", "tensorrt"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+class Artifact:
+    """A loaded, verified artifact directory."""
+
+    def __init__(self, path: Path, manifest: Manifest, manifest_sha256: str) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.sha256 = manifest_sha256
+
+    def __repr__(self) -> str:
+        return f"Artifact({self.path}, kind={self.manifest.kind})"
+
+    @property
+    def kind(self) -> str:
+        return self.manifest.kind
+
+    @property
+    def io(self) -> IOSpec:
+        return self.manifest.io
+
+    def file(self, name: str) -> Path:
+        if name not in self.manifest.files:
+            raise ArtifactError(f"artifact {self.path} has no file '{name}'")
+        return self.path / name
+
+    @property
+    def onnx_path(self) -> Path | None:
+        return self.path / self.manifest.onnx if self.manifest.onnx else None
+
+    @classmethod
+    def load(cls, path: str | Path, verify: bool = True) -> Artifact:
+        path = Path(path)
+        mpath = path / MANIFEST
+        if not mpath.is_file():
+            hint = "give a directory made by edgekit train/import/compress/build"
+            if path.exists():
+                raise ArtifactError(f"{path} is not an edgekit artifact (no {MANIFEST})", hint=hint)
+            raise ArtifactError(f"artifact {path} does not exist", hint=hint)
+        raw = mpath.read_bytes()
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ArtifactError(f"{mpath} is not valid JSON", hint="the artifact is damaged; re-create it") from None
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        if isinstance(version, int) and version > SCHEMA_VERSION:
+            raise ArtifactError(
+                f"{mpath} has schema version {version}, newer than this edgekit reads ({SCHEMA_VERSION})",
+                hint="upgrade edgekit: pip install -U edgekit",
+            )
+        try:
+            manifest = Manifest.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(x) for x in err["loc"])
+            raise ArtifactError(f"{mpath} is not a valid manifest: {where}: {err['msg']}") from None
+        art = cls(path, manifest, hashlib.sha256(raw).hexdigest())
+        if verify:
+            art.verify()
+        return art
+
+    def verify(self) -> None:
+        for name, entry in self.manifest.files.items():
+            fpath = self.path / name
+            if not fpath.is_file():
+                raise ArtifactError(f"{fpath} is missing", hint="the artifact is incomplete; re-create it")
+            if fpath.stat().st_size != entry.size or sha256_file(fpath) != entry.sha256:
+                raise ArtifactError(
+                    f"checksum mismatch for {fpath}: the file was changed after edgekit wrote it",
+                    hint="re-create the artifact, or restore the original file",
+                )
+
+    def parent(self) -> Artifact | None:
+        lin = self.manifest.lineage
+        if lin.parent is None:
+            return None
+        ppath = (self.path / lin.parent).resolve()
+        parent = Artifact.load(ppath)
+        if lin.parent_sha256 and parent.sha256 != lin.parent_sha256:
+            raise ArtifactError(
+                f"the parent of {self.path} ({ppath}) changed after this artifact was made",
+                hint="re-run the command that made this artifact",
+            )
+        return parent
+
+    def root(self) -> Artifact:
+        """The lineage root: the full model every comparison starts from."""
+        node = self
+        seen = {node.path.resolve()}
+        while (p := node.parent()) is not None:
+            if p.path.resolve() in seen:
+                raise ArtifactError(f"lineage of {self.path} has a cycle")
+            seen.add(p.path.resolve())
+            node = p
+        return node
+
+    def lineage_chain(self) -> list[Artifact]:
+        """[self, parent, ..., root]."""
+        chain = [self]
+        while (p := chain[-1].parent()) is not None:
+            chain.append(p)
+        return chain
+
+    def relpath_from(self, other: Path) -> str:
+        return os.path.relpath(self.path.resolve(), other.resolve())
+
+
+def check_output(out: Path, overwrite: bool) -> None:
+    """Exit 2 for an existing --out unless --overwrite; also catch unwritable parents early."""
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"output {out} already exists", hint="choose another --out or pass --overwrite")
+    parent = out.resolve().parent
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise BadInputError(f"cannot write to {parent}: {probe} is not a directory", hint="choose a writable --out")
+    if not os.access(probe, os.W_OK):
+        raise BadInputError(f"cannot write to {parent}: permission denied", hint="choose a writable --out")
+
+
+@contextmanager
+def staging(out: Path, overwrite: bool = False) -> Iterator[Path]:
+    """A temporary directory beside ``out``; renamed to ``out`` when the block completes.
+
+    An exception (or a kill) leaves ``out`` as it was: the temporary directory is removed, or, after
+    a kill, left under a dotted name that never looks like an artifact.
+    """
+    check_output(out, overwrite)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as exc:
+        raise BadInputError(f"cannot write to {out.parent}: {exc.strerror or exc}", hint="choose a writable --out") from None
+    try:
+        yield tmp
+        if out.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, trash / "old")
+            os.replace(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def finalize(directory: Path, manifest: Manifest, owned: list[str] | None = None) -> Manifest:
+    """Hash the artifact's own files into the manifest and write ``manifest.json``.
+
+    ``owned`` lists the files the artifact owns (default: every regular file at the top level).
+    """
+    names = owned if owned is not None else sorted(p.name for p in directory.iterdir() if p.is_file() and p.name != MANIFEST)
+    files = {}
+    for name in sorted(names):
+        fpath = directory / name
+        files[name] = FileEntry(sha256=sha256_file(fpath), size=fpath.stat().st_size)
+    manifest = manifest.model_copy(update={"files": files})
+    write_json_atomic(directory / MANIFEST, manifest.model_dump(mode="json", exclude_none=True))
+    return manifest
+
+
+def manifest_sha256(path: Path) -> str:
+    return hashlib.sha256((path / MANIFEST).read_bytes()).hexdigest()
+
+
+def _candidates(root: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in CACHE_DIRS and not d.endswith(".partial")]
+        if MANIFEST in filenames:
+            yield Path(dirpath)
+
+
+def find_latest(kinds: tuple[str, ...], root: Path = Path("runs")) -> Path:
+    """The newest artifact of one of ``kinds`` under ``root`` (by manifest time)."""
+    best: tuple[float, Path] | None = None
+    if root.is_dir():
+        for cand in _candidates(root):
+            try:
+                kind = json.loads((cand / MANIFEST).read_text()).get("kind")
+            except (OSError, json.JSONDecodeError, AttributeError):
+                continue
+            if kind in kinds:
+                mtime = (cand / MANIFEST).stat().st_mtime
+                if best is None or mtime > best[0]:
+                    best = (mtime, cand)
+    if best is None:
+        raise BadInputError(
+            f"no {' or '.join(kinds)} artifact found under ./{root}",
+            hint="run `edgekit train` first, or name the artifact",
+        )
+    return best[1]
+
+
+def resolve_artifact(arg: str | None, kinds: tuple[str, ...], announce: Any = None) -> Artifact:
+    """The artifact named on the command line, or the newest fitting one under ./runs."""
+    if arg is None:
+        path = find_latest(kinds)
+        if announce is not None:
+            announce(f"using {path} (newest {'/'.join(kinds)} under ./runs)")
+    else:
+        path = Path(arg)
+    art = Artifact.load(path)
+    if art.kind not in kinds:
+        raise ArtifactError(f"{path} is a {art.kind} artifact; this command takes {' or '.join(kinds)}")
+    return art
+
+
+def cache_key(*parts: Any) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]

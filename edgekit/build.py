@@ -1,0 +1,199 @@
+"""``edgekit build``: compile an artifact's ONNX graph for a target, cached and parity-checked.
+
+Builds live in ``<artifact>/builds/<target>-<precision>-<key>/``, keyed by the parent manifest's
+sha256, the options and the runtime version, so ``bench`` straight after ``compress`` builds what is
+missing once and reuses it after. Every build is compared on real samples with its reference (torch,
+or the ONNX root, for float builds; the same QDQ graph on ONNX Runtime's reference kernels for INT8);
+a miss is exit 4 and nothing is written (DESIGN.md §5).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit import console
+from edgekit.artifact import (
+    Artifact,
+    Lineage,
+    Manifest,
+    cache_key,
+    finalize,
+    library_versions,
+    staging,
+)
+from edgekit.errors import ArtifactError, BadInputError, ParityError
+from edgekit.metrics import agreement, max_rel_error
+from edgekit.targets.base import BuildOptions, Runtime, Shape
+from edgekit.targets.catalog import TargetInfo, check_precision, load_target, resolve
+
+# max |error| relative to the output scale, per precision; INT8 also needs top-1 agreement
+TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 6e-2, "int8": 0.25}
+INT8_MIN_AGREEMENT = 0.95
+PARITY_ROWS = 32
+
+
+@dataclass
+class BuildPlan:
+    info: TargetInfo
+    opts: BuildOptions
+    out: Path
+    cached: bool
+
+
+def _runtime_version(info: TargetInfo) -> str:
+    for dist in (info.name, *info.modules):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "missing"
+
+
+def default_precision(art: Artifact) -> str:
+    return "int8" if art.manifest.quantized else "fp32"
+
+
+def plan(art: Artifact, target: str, precision: str | None = None, device: str | None = None,
+         shapes: dict[str, Shape] | None = None, hint: str = "latency") -> BuildPlan:
+    """Validate the request against the catalog and the artifact; no compute, no imports of runtimes."""
+    if art.kind not in ("checkpoint", "compressed"):
+        raise ArtifactError(f"{art.path} is a {art.kind} artifact; build takes a checkpoint or compressed one")
+    if art.onnx_path is None:
+        raise ArtifactError(f"{art.path} has no ONNX graph", hint="run `edgekit export` on it first")
+    info = resolve(target)
+    precision = precision or default_precision(art)
+    dev = check_precision(info, precision, device)
+    if precision == "int8" and not art.manifest.quantized:
+        raise BadInputError(
+            f"{art.path} has no QDQ INT8 graph, so it cannot be built as int8",
+            hint=f"run `edgekit compress {art.path} --recipe int8` first, then build that artifact",
+        )
+    if art.manifest.quantized and precision != "int8":
+        raise BadInputError(
+            f"{art.path} is an INT8 (QDQ) artifact; build it with --precision int8",
+            hint="build the parent artifact for float precisions",
+        )
+    if hint not in ("latency", "throughput"):
+        raise BadInputError(f"unknown hint '{hint}'", hint="latency or throughput")
+    if shapes:
+        names = set(art.io.input_names)
+        for name in shapes:
+            if name not in names:
+                raise BadInputError(f"--shape names '{name}', which is not a model input ({', '.join(sorted(names))})")
+    opts = BuildOptions(precision=precision, device=dev, shapes=dict(shapes or {}), hint=hint)
+    key = cache_key(art.sha256, opts.key(), _runtime_version(info))
+    out = art.path / "builds" / f"{info.name}-{precision}-{key}"
+    cached = (out / "manifest.json").is_file()
+    return BuildPlan(info, opts, out, cached)
+
+
+def build(art: Artifact, target: str, precision: str | None = None, device: str | None = None,
+          shapes: dict[str, Shape] | None = None, hint: str = "latency", dry_run: bool = False) -> Artifact | None:
+    """The built artifact (from cache when it exists); None for a dry run."""
+    p = plan(art, target, precision, device, shapes, hint)
+    target_obj: Any = load_target(p.info)
+    target_obj.check(p.opts.device)
+    if dry_run:
+        console.info(f"dry run: {art.path} -> {p.info.name} {p.opts.precision} on {p.opts.device}: ok")
+        return None
+    if p.cached:
+        try:
+            cached = Artifact.load(p.out)
+            console.info(f"using cached build {p.out}")
+            return cached
+        except ArtifactError:
+            console.warn(f"cached build {p.out} is damaged; rebuilding")
+    console.info(f"building {p.info.name} {p.opts.precision} ({p.opts.device}) from {art.path}")
+    with staging(p.out, overwrite=True) as tmp:
+        built = target_obj.build(art.onnx_path, art.manifest.quantized, p.opts, tmp)
+        runtime = target_obj.load(tmp, built.record, threads=None)
+        parity = check_parity(art, runtime, p.opts.precision)
+        manifest = Manifest(
+            kind="built",
+            name=f"{art.manifest.name}-{p.info.name}-{p.opts.precision}",
+            model=None,
+            onnx=None,
+            quantized=art.manifest.quantized,
+            io=art.io,
+            data=art.manifest.data,
+            lineage=Lineage(parent="../..", parent_sha256=art.sha256, step="build",
+                            config={"target": p.info.name, **p.opts.key()}, versions=library_versions()),
+            metrics={"parity": parity, **built.metrics},
+            target=built.record,
+        )
+        finalize(tmp, manifest, owned=built.files)
+    console.info(f"[green]built[/green] {p.out} (precision ran: {built.record.precision}; "
+                 f"parity {parity['max_error']:.2e} vs {parity['reference']})")
+    return Artifact.load(p.out)
+
+
+def parity_samples(art: Artifact, rows: int = PARITY_ROWS) -> tuple[dict[str, np.ndarray], bool]:
+    """(samples, real?): the test split of the artifact's data, else synthetic inputs."""
+    from edgekit.data import match_inputs, resolve_source
+
+    root_data = art.manifest.data
+    if root_data:
+        x, _ = resolve_source(root_data)("test")
+        feeds = match_inputs(x, art.io, where=f"data '{root_data}'")
+        return {k: v[:rows] for k, v in feeds.items()}, True
+    return art.io.sample_inputs(rows), False
+
+
+def reference_runtime(art: Artifact, precision: str) -> tuple[Runtime, str]:
+    """INT8: the QDQ graph on ONNX Runtime's reference kernels; float: torch, else the ONNX graph."""
+    from edgekit.targets.onnxruntime import OrtRuntime
+
+    assert art.onnx_path is not None  # noqa: S101 - checked by plan()
+    if precision == "int8":
+        return OrtRuntime(art.onnx_path, ["CPUExecutionProvider"], threads=None, optimization="disabled"), "qdq-reference"
+    if art.manifest.model is not None:
+        from edgekit.checkpoint import load_module
+        from edgekit.targets.torch import TorchRuntime
+
+        return TorchRuntime(load_module(art), art.io.output_names), "torch"
+    return OrtRuntime(art.onnx_path, ["CPUExecutionProvider"], threads=None), "onnxruntime-fp32"
+
+
+def run_batched(runtime: Runtime, inputs: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
+    n = next(iter(inputs.values())).shape[0]
+    parts: dict[str, list[np.ndarray]] = {}
+    for i in range(0, n, batch):
+        out = runtime.infer({k: np.ascontiguousarray(v[i : i + batch]) for k, v in inputs.items()})
+        for k, v in out.items():
+            parts.setdefault(k, []).append(v)
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def check_parity(art: Artifact, runtime: Runtime, precision: str) -> dict[str, Any]:
+    """Compare a fresh build with its reference at batch 1 and batch 8 (dynamic batch from one build)."""
+    samples, real = parity_samples(art)
+    ref_rt, ref_name = reference_runtime(art, precision)
+    tol = TOLERANCE[precision]
+    worst: dict[str, float] = {}
+    agree = None
+    ref_all = run_batched(ref_rt, samples, 8)
+    for batch in (1, 8):
+        got = run_batched(runtime, samples, batch)
+        for name in art.io.output_names:
+            if name not in got:
+                raise ParityError(f"the build has no output '{name}' (it has {', '.join(got)})")
+            worst[name] = max(worst.get(name, 0.0), max_rel_error(got[name], ref_all[name]))
+        if art.io.task == "classification":
+            main = art.io.output_names[0]
+            a = agreement(got[main], ref_all[main])
+            agree = a if agree is None else min(agree, a)
+    for name, err in worst.items():
+        if err > tol:
+            raise ParityError(
+                f"build output '{name}' differs from {ref_name} by {err:.3g} (tolerance {tol:g} for {precision})",
+                hint="the target may compute this model differently; report it with --debug output",
+            )
+    if precision == "int8" and agree is not None and agree < INT8_MIN_AGREEMENT:
+        raise ParityError(f"INT8 build agrees with the QDQ reference on only {agree:.1%} of samples")
+    return {"reference": ref_name, "samples": "real" if real else "synthetic", "tolerance": tol,
+            "max_error": max(worst.values()), "per_output": worst, "agreement": agree}

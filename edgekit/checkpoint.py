@@ -1,0 +1,94 @@
+"""Checkpoint artifacts (train / import) and loading torch modules back from artifacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgekit.artifact import (
+    Artifact,
+    Lineage,
+    Manifest,
+    ModelSpec,
+    finalize,
+    library_versions,
+    staging,
+)
+from edgekit.data import match_inputs, resolve_source
+from edgekit.errors import ArtifactError, BadInputError
+from edgekit.iospec import IOSpec
+
+if TYPE_CHECKING:
+    from torch import nn
+
+SAMPLE_ROWS = 8
+
+
+def sample_inputs(io: IOSpec, data: str | None, rows: int = SAMPLE_ROWS) -> dict[str, np.ndarray]:
+    """A few real inputs (test split of the data source) or, without data, synthetic ones."""
+    if data:
+        inputs, _ = resolve_source(data)("test")
+        matched = match_inputs(inputs, io, where=f"data '{data}'")
+        return {k: v[:rows] for k, v in matched.items()}
+    return io.sample_inputs(rows)
+
+
+def model_stats(model: nn.Module, samples: dict[str, np.ndarray]) -> dict[str, Any]:
+    from edgekit.torchutil import count_macs, count_params
+
+    return {"params": count_params(model), "macs": count_macs(model, samples)}
+
+
+def write_checkpoint(
+    out: Path,
+    model: nn.Module,
+    spec: ModelSpec,
+    io: IOSpec,
+    *,
+    data: str | None,
+    metrics: dict[str, Any],
+    step: str,
+    config: dict[str, Any],
+    overwrite: bool = False,
+    opset: int = 17,
+) -> Artifact:
+    """model.safetensors + model.onnx (FP32, dynamic batch, parity-checked) + manifest.json."""
+    from edgekit.export import export_onnx
+    from edgekit.models import save_weights
+
+    samples = sample_inputs(io, data)
+    with staging(out, overwrite) as tmp:
+        save_weights(model, tmp / "model.safetensors")
+        io, export_metrics = export_onnx(model, io, tmp / "model.onnx", samples, opset=opset)
+        metrics = {**metrics, **model_stats(model, samples), **export_metrics}
+        metrics["size_bytes"] = (tmp / "model.onnx").stat().st_size
+        manifest = Manifest(
+            kind="checkpoint",
+            name=out.name,
+            model=spec,
+            onnx="model.onnx",
+            io=io,
+            data=data,
+            lineage=Lineage(step=step, config=config, versions=library_versions()),
+            metrics=metrics,
+        )
+        finalize(tmp, manifest)
+    return Artifact.load(out)
+
+
+def load_module(art: Artifact) -> nn.Module:
+    """The torch module of an artifact (rebuilt from its spec and safetensors), in eval mode."""
+    from edgekit.models import build
+
+    spec = art.manifest.model
+    if spec is None:
+        raise BadInputError(
+            f"{art.path} has no torch module (it is an ONNX-only model)",
+            hint="prune and distill need a torch model: import one with `edgekit import pkg.mod:factory`",
+        )
+    weights = art.path / spec.weights
+    if spec.weights not in art.manifest.files:
+        raise ArtifactError(f"{art.path} lists no weights file '{spec.weights}'")
+    return build(spec, art.io, weights)

@@ -1,0 +1,194 @@
+"""Data sources: numpy only, so calibration and bench need no torch (DESIGN.md §2).
+
+A source is ``source(split) -> (dict[input name, ndarray], labels | None)`` with ``split`` in
+train/val/test and the sample axis first. Built in: ``digits`` (default), ``npz:PATH``, ``idx:DIR``,
+``images:DIR`` and ``package.module:function``. Arrays are model-ready (float32 images in [0, 1]).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import DataError, did_you_mean
+from edgekit.iospec import InputSpec, IOSpec
+
+SPLITS = ("train", "val", "test")
+Batch = tuple[dict[str, np.ndarray], np.ndarray | None]
+SourceFn = Callable[[str], Batch]
+
+BUILTIN_KINDS = ("digits", "npz", "idx", "images")
+
+
+@dataclass
+class Source:
+    """A resolved data source: the spec string it came from and the function behind it."""
+
+    spec: str
+    fn: SourceFn
+    labels: list[str] | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    _cache: dict[str, Batch] = field(default_factory=dict, repr=False)
+
+    def __call__(self, split: str) -> Batch:
+        if split not in SPLITS:
+            raise DataError(f"unknown split '{split}'", hint=f"one of {', '.join(SPLITS)}")
+        if split not in self._cache:
+            self._cache[split] = validate_batch(self.fn(split), f"{self.spec} [{split}]")
+        return self._cache[split]
+
+
+def validate_batch(batch: object, where: str) -> Batch:
+    if not (isinstance(batch, tuple) and len(batch) == 2 and isinstance(batch[0], dict)):
+        raise DataError(f"data source {where} must return (dict of arrays, labels or None)")
+    inputs, labels = batch
+    if not inputs:
+        raise DataError(f"data source {where} returned no inputs")
+    n = None
+    for name, arr in inputs.items():
+        if not isinstance(arr, np.ndarray) or arr.ndim < 1:
+            raise DataError(f"data source {where}: input '{name}' is not a numpy array with a sample axis")
+        if arr.dtype.kind == "O":
+            raise DataError(f"data source {where}: input '{name}' has dtype object", hint="use numeric arrays")
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise DataError(f"data source {where}: input '{name}' contains NaN or infinite values")
+        if n is None:
+            n = arr.shape[0]
+        elif arr.shape[0] != n:
+            raise DataError(f"data source {where}: inputs have different sample counts ({n} vs {arr.shape[0]})")
+    if n == 0:
+        raise DataError(f"data source {where} is empty")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape[0] != n:
+            raise DataError(f"data source {where}: {labels.shape[0]} labels for {n} samples")
+    return inputs, labels
+
+
+def seeded_split(n: int, split: str, fractions: tuple[float, float] = (0.6, 0.2), seed: int = 0) -> np.ndarray:
+    """Indices of ``split`` in a fixed seeded train/val/test split of ``n`` samples."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_train = int(round(n * fractions[0]))
+    n_val = int(round(n * fractions[1]))
+    parts = {"train": perm[:n_train], "val": perm[n_train : n_train + n_val], "test": perm[n_train + n_val :]}
+    return np.sort(parts[split])
+
+
+def resolve_source(spec: str | None) -> Source:
+    """``digits`` | ``npz:PATH`` | ``idx:DIR`` | ``images:DIR`` | ``package.module:function``."""
+    spec = spec or "digits"
+    from edgekit.data import builtin
+
+    if spec == "digits":
+        return Source(spec, builtin.digits, labels=[str(i) for i in range(10)], mean=[0.0], std=[1.0])
+    kind, sep, rest = spec.partition(":")
+    if sep and kind == "npz":
+        return builtin.npz_source(spec, Path(rest))
+    if sep and kind == "idx":
+        return builtin.idx_source(spec, Path(rest))
+    if sep and kind == "images":
+        return builtin.images_source(spec, Path(rest))
+    if sep and kind and rest and all(p.isidentifier() for p in kind.split(".")) and rest.isidentifier():
+        return Source(spec, _import_function(kind, rest, spec))
+    if spec.endswith(".npz") and Path(spec).is_file():
+        return builtin.npz_source(spec, Path(spec))
+    calib = builtin.calibration_file(spec)
+    if calib is not None:
+        return builtin.npz_source(spec, calib)
+    raise DataError(
+        f"unknown data source '{spec}'{did_you_mean(spec, ['digits'])}",
+        hint="use digits, npz:PATH, idx:DIR, images:DIR or package.module:function",
+    )
+
+
+def _import_function(module: str, attr: str, spec: str) -> SourceFn:
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise DataError(f"cannot import data source module '{module}': {exc}") from None
+    fn = getattr(mod, attr, None)
+    if not callable(fn):
+        raise DataError(f"'{spec}': module '{module}' has no function '{attr}'")
+    return fn  # type: ignore[no-any-return]
+
+
+def match_inputs(inputs: dict[str, np.ndarray], io: IOSpec, where: str = "data") -> dict[str, np.ndarray]:
+    """Map a source's arrays onto the model's input names and dtypes, with clear errors."""
+    names = io.input_names
+    if len(inputs) == 1 and len(names) == 1:
+        inputs = {names[0]: next(iter(inputs.values()))}
+    missing = [n for n in names if n not in inputs]
+    if missing:
+        raise DataError(
+            f"{where} has no array for model input '{missing[0]}' (it has {', '.join(inputs)})",
+            hint="name npz keys x.<input> after the model's inputs",
+        )
+    out = {}
+    for spec in io.inputs:
+        arr = inputs[spec.name]
+        check_shape(arr, spec, where)
+        out[spec.name] = arr.astype(spec.dtype, copy=False)
+    return out
+
+
+def check_shape(arr: np.ndarray, spec: InputSpec, where: str) -> None:
+    want = spec.dims
+    if arr.ndim != len(want) or any(isinstance(d, int) and i > 0 and arr.shape[i] != d for i, d in enumerate(want)):
+        dims = ",".join(str(d) for d in want)
+        raise DataError(
+            f"{where}: input '{spec.name}' has shape {tuple(arr.shape)}, the model expects ({dims})",
+            hint="check --data / --calib, or describe the model with --input NAME:DIMS:DTYPE",
+        )
+    if spec.dtype.startswith("float") and arr.dtype.kind not in "fiu":
+        raise DataError(f"{where}: input '{spec.name}' has dtype {arr.dtype}, the model expects {spec.dtype}")
+    if spec.dtype.startswith("int") and arr.dtype.kind not in "iu":
+        raise DataError(
+            f"{where}: input '{spec.name}' has dtype {arr.dtype}, the model expects {spec.dtype}",
+            hint="token ids and masks must be integer arrays",
+        )
+
+
+def take(batch: Batch, n: int | None, seed: int = 0) -> Batch:
+    """A seeded random subset of ``n`` samples (all of them when n is None or larger)."""
+    inputs, labels = batch
+    total = next(iter(inputs.values())).shape[0]
+    if n is None or n >= total:
+        return inputs, labels
+    idx = np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
+    return {k: v[idx] for k, v in inputs.items()}, (labels[idx] if labels is not None else None)
+
+
+def describe(source: Source) -> IOSpec:
+    """An IO spec read off the train split: dims (sample axis -> batch), dtype, task, labels."""
+    inputs, labels = source("train")
+    specs = []
+    for name, arr in inputs.items():
+        is_image = arr.ndim == 4 and arr.dtype.kind == "f"
+        specs.append(
+            InputSpec(
+                name=name,
+                dtype=str(arr.dtype) if arr.dtype.kind != "f" else "float32",
+                dims=["batch", *[int(d) for d in arr.shape[1:]]],
+                mean=source.mean if is_image else None,
+                std=source.std if is_image else None,
+                layout="NCHW" if is_image else None,
+            )
+        )
+    task = "classification"
+    label_names = source.labels
+    if labels is None:
+        task = "embedding"
+    elif labels.dtype.kind == "f":
+        task = "regression"
+    elif label_names is None:
+        label_names = [str(i) for i in range(int(labels.max()) + 1)]
+    return IOSpec(inputs=specs, task=task, labels=label_names if task == "classification" else None)
+
+
+def num_classes(io: IOSpec) -> int | None:
+    return len(io.labels) if io.labels else None

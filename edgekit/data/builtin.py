@@ -1,0 +1,202 @@
+"""The built-in data sources: digits, npz:PATH, idx:DIR and images:DIR."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import zipfile
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.data import Batch, Source, seeded_split
+from edgekit.errors import DataError, MissingExtraError
+
+FASHION_LABELS = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]  # fmt: skip
+
+
+@lru_cache(maxsize=1)
+def _digits_all() -> tuple[np.ndarray, np.ndarray]:
+    if importlib.util.find_spec("sklearn") is None:
+        raise MissingExtraError("scikit-learn", "full", "the embedded digits data set")
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.images[:, None, :, :] / 16.0).astype(np.float32)
+    return x, bunch.target.astype(np.int64)
+
+
+def digits(split: str) -> Batch:
+    """scikit-learn's bundled 8x8 digits (1,797 images), a fixed seeded 60/20/20 split."""
+    x, y = _digits_all()
+    idx = seeded_split(len(y), split)
+    return {"input": x[idx]}, y[idx]
+
+
+def calibration_file(name: str) -> Path | None:
+    """A calibration set shipped with edgekit, by name (``digits-calib`` -> calibration/digits-calib.npz)."""
+    from edgekit.resources import resource_dir
+
+    cand = resource_dir("calibration") / f"{name}.npz"
+    return cand if cand.is_file() else None
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise DataError(f"npz file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise DataError(
+            f"{path} is not a readable .npz file ({exc.__class__.__name__})",
+            hint="write it with numpy.savez(path, x=..., y=...); pickled object arrays are refused",
+        ) from None
+
+
+def npz_source(spec: str, path: Path) -> Source:
+    """Keys ``x`` (one input) or ``x.<input>`` (several), optional ``y``, optional ``split`` (0/1/2)."""
+    arrays = _load_npz(path)
+    xs = {k[2:]: v for k, v in arrays.items() if k.startswith("x.")}
+    if "x" in arrays:
+        xs["input"] = arrays["x"]
+    if not xs:
+        raise DataError(f"{path} has no 'x' or 'x.<input>' array (keys: {', '.join(arrays) or 'none'})",
+                        hint="save the inputs as x=... (or x.input_ids=..., x.attention_mask=...)")
+    n = next(iter(xs.values())).shape[0]
+    y = arrays.get("y")
+    split_arr = arrays.get("split")
+    if split_arr is not None and split_arr.shape != (n,):
+        raise DataError(f"{path}: 'split' must have one entry (0/1/2) per sample")
+    names = arrays.get("labels")
+    labels = [str(s) for s in names.tolist()] if names is not None else None
+
+    def fn(split: str) -> Batch:
+        if split_arr is not None:
+            idx = np.flatnonzero(split_arr == {"train": 0, "val": 1, "test": 2}[split])
+            if idx.size == 0:  # a calibration set holds one split only: use all of it
+                idx = np.arange(n)
+        elif n < 20:
+            idx = np.arange(n)
+        else:
+            idx = seeded_split(n, split, fractions=(0.7, 0.15))
+        out = {k: (v[idx].astype(np.float32) / 255.0 if v.dtype == np.uint8 and v.ndim == 4 else v[idx])
+               for k, v in xs.items()}
+        return out, (y[idx] if y is not None else None)
+
+    return Source(spec, fn, labels=labels, mean=[0.0], std=[1.0])
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{path} is not an unsigned-byte IDX file")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DataError(f"{path} is truncated: expected {int(np.prod(dims))} values, found {data.size}")
+    return data.reshape(dims)
+
+
+def _find(directory: Path, prefix: str, kind: str) -> Path:
+    for pattern in (f"{prefix}-{kind}-idx*-ubyte.gz", f"{prefix}-{kind}-idx*-ubyte", f"{prefix}-{kind}.idx*-ubyte*"):
+        hits = sorted(directory.glob(pattern))
+        if hits:
+            return hits[0]
+    raise DataError(f"{directory} has no {prefix}-{kind}-idx*-ubyte[.gz] file",
+                    hint="idx:DIR wants the MNIST-format files, e.g. from Debian's dataset-fashion-mnist")
+
+
+@lru_cache(maxsize=2)
+def _idx_all(directory: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    if not directory.is_dir():
+        raise DataError(f"idx directory {directory} does not exist")
+    out = {}
+    for prefix in ("train", "t10k"):
+        x = _read_idx(_find(directory, prefix, "images"))
+        y = _read_idx(_find(directory, prefix, "labels")).astype(np.int64)
+        if x.shape[0] != y.shape[0]:
+            raise DataError(f"{directory}: {prefix} has {x.shape[0]} images but {y.shape[0]} labels")
+        out[prefix] = ((x[:, None].astype(np.float32) / 255.0), y)
+    return out
+
+
+def idx_source(spec: str, directory: Path) -> Source:
+    """MNIST-format files: train = train minus a seeded 1/12 held out as val; test = t10k."""
+    directory = directory.resolve()
+
+    def fn(split: str) -> Batch:
+        data = _idx_all(directory)
+        if split == "test":
+            x, y = data["t10k"]
+            return {"input": x}, y
+        x, y = data["train"]
+        perm = np.random.default_rng(0).permutation(len(y))
+        n_val = len(y) // 12
+        idx = np.sort(perm[:n_val] if split == "val" else perm[n_val:])
+        return {"input": x[idx]}, y[idx]
+
+    labels = FASHION_LABELS if "fashion" in str(directory).lower() else None
+    return Source(spec, fn, labels=labels, mean=[0.0], std=[1.0])
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
+
+def load_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
+    """One image file -> (channels, H, W) float32 in [0, 1]."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            arr = np.asarray(img, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from None
+    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+
+
+def images_source(spec: str, directory: Path) -> Source:
+    """One folder per class (optionally under train/ val/ test/); images resized to the first one's size."""
+    if not directory.is_dir():
+        raise DataError(f"image directory {directory} does not exist")
+    split_dirs = {s: directory / s for s in ("train", "val", "test") if (directory / s).is_dir()}
+    class_root = split_dirs.get("train", directory)
+    classes = sorted(d.name for d in class_root.iterdir() if d.is_dir())
+    if not classes:
+        raise DataError(f"{directory} has no class folders", hint="images:DIR wants DIR/<class>/<image files>")
+
+    def files_of(root: Path) -> list[tuple[Path, int]]:
+        return [(f, ci) for ci, c in enumerate(classes) for f in sorted((root / c).glob("*"))
+                if f.suffix.lower() in IMAGE_SUFFIXES]
+
+    all_files = files_of(class_root)
+    if not all_files:
+        raise DataError(f"{directory} has no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    from PIL import Image
+
+    with Image.open(all_files[0][0]) as first:
+        size = (first.height, first.width)
+        channels = 1 if first.mode in ("L", "1", "I", "I;16") else 3
+
+    def fn(split: str) -> Batch:
+        if split_dirs:
+            files = files_of(split_dirs.get(split, class_root))
+        else:
+            files = [all_files[i] for i in seeded_split(len(all_files), split, fractions=(0.7, 0.15))]
+        if not files:
+            files = all_files
+        x = np.stack([load_image(f, size, channels) for f, _ in files])
+        return {"input": x}, np.array([c for _, c in files], dtype=np.int64)
+
+    return Source(spec, fn, labels=classes, mean=[0.0], std=[1.0])

@@ -1,0 +1,190 @@
+"""torch -> ONNX, driven by the IO spec, checked, and compared with torch (STYLE.md #9)."""
+
+from __future__ import annotations
+
+import io as _io
+import warnings
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import ModelError, ParityError, require
+from edgekit.iospec import IOSpec, OutputSpec
+from edgekit.metrics import max_rel_error
+
+DEFAULT_OPSET = 17
+FP32_TOLERANCE = 1e-4
+
+
+def _dynamic_axes(io: IOSpec, n_outputs_rank: list[int]) -> dict[str, dict[int, str]]:
+    axes: dict[str, dict[int, str]] = {}
+    for spec in io.inputs:
+        named = {i: (d if isinstance(d, str) else "") for i, d in enumerate(spec.dims)}
+        named[0] = "batch"
+        axes[spec.name] = {i: n for i, n in named.items() if n}
+    for out, rank in zip(io.outputs, n_outputs_rank, strict=True):
+        axes[out.name] = {0: "batch"} if rank > 0 else {}
+    return axes
+
+
+def reference_outputs(model: Any, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    import torch
+
+    from edgekit.torchutil import flatten_outputs, to_tensors
+
+    with torch.no_grad():
+        out = model(*to_tensors(inputs, torch.device("cpu")).values())
+    return [t.float().numpy() for t in flatten_outputs(out)]
+
+
+def export_onnx(
+    model: Any,
+    io: IOSpec,
+    path: Path,
+    samples: dict[str, np.ndarray],
+    opset: int = DEFAULT_OPSET,
+    slim: bool = False,
+    tolerance: float = FP32_TOLERANCE,
+) -> tuple[IOSpec, dict[str, Any]]:
+    """Export ``model`` to ``path``; returns the IO spec with the output names used, and metrics.
+
+    ``samples`` are real inputs (a few rows) used for tracing and for the parity check.
+    """
+    require("onnx", "full", "ONNX export")
+    import onnx
+    import torch
+
+    from edgekit.torchutil import to_tensors
+
+    if opset < 17:
+        raise ModelError(f"opset {opset} is too old", hint="edgekit exports opset 17 or newer")
+    model = model.eval().cpu()
+    example = {k: v[:2] for k, v in samples.items()}
+    ref = reference_outputs(model, example)
+    names = io.output_names
+    if len(ref) != len(names):
+        base = names[0] if names else "output"
+        names = [base] + [f"{base}_{i}" for i in range(1, len(ref))] if len(names) <= 1 else names
+        if len(names) != len(ref):
+            raise ModelError(f"the model returns {len(ref)} outputs but the IO spec names {len(io.outputs)}")
+        io = io.model_copy(update={"outputs": [OutputSpec(name=n) for n in names]})
+    args = tuple(to_tensors(example, torch.device("cpu")).values())
+    try:
+        with warnings.catch_warnings(), redirect_stdout(_io.StringIO()):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                args,
+                str(path),
+                input_names=io.input_names,
+                output_names=io.output_names,
+                dynamic_axes=_dynamic_axes(io, [r.ndim for r in ref]),
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+    except (torch.onnx.errors.UnsupportedOperatorError, torch.onnx.errors.OnnxExporterError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"ONNX export failed: {first}", hint="try another --opset, or simplify the model's forward") from None
+    try:
+        onnx.checker.check_model(str(path))
+        onnx.shape_inference.infer_shapes_path(str(path), str(path))
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ModelError(f"the exported ONNX model is invalid: {str(exc).splitlines()[0]}") from None
+    if slim:
+        slim_model(path)
+    metrics = {"opset": opset, "onnx_parity": check_onnx_parity(path, model, io, samples, tolerance)}
+    return io, metrics
+
+
+def slim_model(path: Path) -> None:
+    """Fold constants and fuse patterns with onnxslim (a maintained graph optimiser)."""
+    require("onnxslim", "full", "--slim")
+    import onnxslim
+
+    with warnings.catch_warnings(), redirect_stdout(_io.StringIO()):
+        warnings.simplefilter("ignore")
+        onnxslim.slim(str(path), str(path))
+
+
+def ort_session(path: Path, threads: int = 1) -> Any:
+    require("onnxruntime", "onnxruntime", "running ONNX models")
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def check_onnx_parity(path: Path, model: Any, io: IOSpec, samples: dict[str, np.ndarray], tolerance: float) -> dict[str, float]:
+    """Max error of each ONNX output against torch, at batch 1 and at the sample batch."""
+    sess = ort_session(path)
+    errors: dict[str, float] = {}
+    for chunk in ({k: v[:1] for k, v in samples.items()}, {k: v[:8] for k, v in samples.items()}):
+        ref = reference_outputs(model, chunk)
+        got = sess.run(io.output_names, chunk)
+        for name, a, b in zip(io.output_names, got, ref, strict=True):
+            errors[name] = max(errors.get(name, 0.0), max_rel_error(a, b))
+    for name, err in errors.items():
+        if err > tolerance:
+            raise ParityError(
+                f"ONNX output '{name}' differs from torch by {err:.2e} (tolerance {tolerance:.0e})",
+                hint="the model may use an op that exports inexactly; try another --opset",
+            )
+    return errors
+
+
+def reexport(art: Any, *, opset: int = DEFAULT_OPSET, inputs: list[Any] | None = None, io: IOSpec | None = None,
+             slim: bool = False, out: Path | None = None, overwrite: bool = False) -> Any:
+    """Export an artifact's torch module again with other options, into its cache (or --out).
+
+    The result is an artifact of the same kind with the same weights, so it builds like its parent.
+    """
+    import shutil
+
+    from edgekit.artifact import (
+        Artifact,
+        Lineage,
+        Manifest,
+        cache_key,
+        finalize,
+        library_versions,
+        staging,
+    )
+    from edgekit.checkpoint import load_module, sample_inputs
+    from edgekit.errors import BadInputError
+
+    if art.manifest.model is None:
+        raise BadInputError(f"{art.path} is an ONNX-only model; there is no torch module to export again")
+    new_io = io or art.io
+    if inputs:
+        new_io = new_io.model_copy(update={"inputs": inputs})
+    key = cache_key(art.sha256, opset, new_io.model_dump(), slim)
+    target = out or (art.path / "exports" / f"opset{opset}-{key}")
+    if out is None and (target / "manifest.json").is_file():
+        return Artifact.load(target)
+    module = load_module(art)
+    samples = sample_inputs(new_io, art.manifest.data)
+    with staging(target, overwrite=overwrite or out is None) as tmp:
+        shutil.copyfile(art.path / art.manifest.model.weights, tmp / art.manifest.model.weights)
+        new_io, metrics = export_onnx(module, new_io, tmp / "model.onnx", samples, opset=opset, slim=slim)
+        manifest = Manifest(
+            kind=art.kind, name=f"{art.manifest.name}-export", model=art.manifest.model, onnx="model.onnx",
+            io=new_io, data=art.manifest.data,
+            lineage=Lineage(parent=_relative(target, art.path), parent_sha256=art.sha256, step="export",
+                            config={"opset": opset, "slim": slim}, versions=library_versions()),
+            metrics={**{k: v for k, v in art.manifest.metrics.items() if k not in ("onnx_parity", "opset")},
+                     **metrics, "size_bytes": (tmp / "model.onnx").stat().st_size},
+        )
+        finalize(tmp, manifest)
+    return Artifact.load(target)
+
+
+def _relative(child: Path, parent: Path) -> str:
+    import os
+
+    return os.path.relpath(parent.resolve(), child.resolve())

@@ -1,0 +1,128 @@
+"""The IO spec: what goes into a model and what comes out (DESIGN.md §2).
+
+Data sources return model-ready arrays. ``mean``/``std`` describe how an image scaled to [0, 1]
+becomes the model input, so ``edgekit predict photo.png`` can do the same on a device.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgekit.errors import BadInputError
+
+Dim = int | str  # an int, or a symbolic name such as "batch" or "seq"
+DTYPES = ("float32", "float16", "int64", "int32", "uint8", "int8", "bool")
+Task = Literal["classification", "embedding", "regression"]
+
+
+class InputSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    dtype: str = "float32"
+    dims: list[Dim]
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    layout: str | None = None  # e.g. "NCHW" for images; predict resizes image files to it
+
+    def shape(self, batch: int, seq: int = 16) -> list[int]:
+        """Concrete shape for a batch size; other symbolic dims get ``seq``."""
+        out = []
+        for i, d in enumerate(self.dims):
+            if isinstance(d, int):
+                out.append(d)
+            elif i == 0 or d == "batch":
+                out.append(batch)
+            else:
+                out.append(seq)
+        return out
+
+
+class OutputSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+
+
+class IOSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[InputSpec] = Field(min_length=1)
+    outputs: list[OutputSpec] = Field(default_factory=lambda: [OutputSpec(name="output")])
+    task: Task = "classification"
+    labels: list[str] | None = None
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.outputs]
+
+    def sample_inputs(self, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+        """Synthetic inputs that fit the spec (for models shipped without data)."""
+        rng = np.random.default_rng(seed)
+        out: dict[str, np.ndarray] = {}
+        for spec in self.inputs:
+            shape = spec.shape(batch)
+            if spec.dtype.startswith("float"):
+                out[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+            elif spec.dtype == "bool":
+                out[spec.name] = np.ones(shape, dtype=bool)
+            elif "mask" in spec.name:
+                out[spec.name] = np.ones(shape, dtype=spec.dtype)
+            else:
+                out[spec.name] = rng.integers(0, 100, size=shape).astype(spec.dtype)
+        return out
+
+
+def parse_input_option(text: str) -> InputSpec:
+    """``NAME:DIMS:DTYPE`` such as ``input:batch,3,224,224:float32`` or ``input_ids:batch,seq:int64``."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+        raise BadInputError(
+            f"--input '{text}' is not NAME:DIMS[:DTYPE]",
+            hint="for example --input input:batch,3,224,224:float32",
+        )
+    name, dims_text = parts[0], parts[1]
+    dtype = parts[2] if len(parts) == 3 else "float32"
+    if dtype not in DTYPES:
+        raise BadInputError(f"--input '{text}': unknown dtype '{dtype}'", hint=f"one of {', '.join(DTYPES)}")
+    dims: list[Dim] = []
+    for d in dims_text.split(","):
+        d = d.strip()
+        if d.isdigit() and int(d) > 0:
+            dims.append(int(d))
+        elif d.isidentifier():
+            dims.append(d)
+        else:
+            raise BadInputError(f"--input '{text}': bad dimension '{d}'", hint="dims are positive ints or names like batch, seq")
+    return InputSpec(name=name, dims=dims, dtype=dtype)
+
+
+def load_io_spec_file(path: str | Path) -> IOSpec:
+    try:
+        return IOSpec.model_validate(json.loads(Path(path).read_text()))
+    except FileNotFoundError:
+        raise BadInputError(f"--io-spec file '{path}' does not exist") from None
+    except (json.JSONDecodeError, ValidationError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BadInputError(f"--io-spec file '{path}' is not a valid IO spec: {first}") from None
+
+
+def normalise_image(x: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """[0, 1]-scaled NCHW floats -> model input, by the spec's mean/std (one per channel)."""
+    if spec.mean is None and spec.std is None:
+        return x.astype(np.float32)
+    channels = x.shape[1] if x.ndim == 4 else 1
+    mean = np.asarray(spec.mean or [0.0], dtype=np.float32)
+    std = np.asarray(spec.std or [1.0], dtype=np.float32)
+    shape = (1, channels, 1, 1) if x.ndim == 4 else (1,)
+    mean = np.broadcast_to(mean, (channels,)).reshape(shape) if mean.size in (1, channels) else mean
+    std = np.broadcast_to(std, (channels,)).reshape(shape) if std.size in (1, channels) else std
+    return ((x - mean) / std).astype(np.float32)

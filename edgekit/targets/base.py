@@ -1,0 +1,86 @@
+"""The target protocol: ``check`` / ``build`` / ``load``, and one-method runtimes (STYLE.md #3).
+
+Runtime classes of the onnxruntime, openvino and tensorrt targets import neither torch nor onnx,
+so the bundle runtime (``edgekit.runtime``) reuses them on devices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+from edgekit.artifact import TargetRecord
+from edgekit.errors import BadInputError
+
+
+class Runtime(Protocol):
+    def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class Shape:
+    """An optimization profile for one input: min / opt / max shapes."""
+
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    precision: str = "fp32"
+    device: str = "cpu"
+    shapes: dict[str, Shape] = field(default_factory=dict)
+    hint: str = "latency"  # latency | throughput (OpenVINO performance hint)
+
+    def key(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Built:
+    """What a target's build returns: the record for the manifest and the files it wrote."""
+
+    record: TargetRecord
+    files: list[str]
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+class Target(Protocol):
+    name: ClassVar[str]
+
+    def check(self, device: str) -> None:
+        """Raise MissingExtraError / TargetUnavailableError when the target cannot run here."""
+
+    def describe(self) -> str:
+        """One line for doctor: version and devices."""
+
+    def build(self, onnx_path: Path, quantized: bool, opts: BuildOptions, out: Path) -> Built:
+        """Compile ``onnx_path`` into ``out`` (a staging directory)."""
+
+    def load(self, directory: Path, record: TargetRecord, threads: int | None = None) -> Runtime:
+        """A runtime for a built directory."""
+
+
+def parse_shape(text: str) -> tuple[str, Shape]:
+    """``NAME:MIN:OPT:MAX`` with each shape as ``1x3x224x224``."""
+    parts = text.split(":")
+    if len(parts) != 4:
+        raise BadInputError(f"--shape '{text}' is not NAME:MIN:OPT:MAX", hint="e.g. input:1x3x224x224:8x3x224x224:32x3x224x224")
+    name, *dims = parts
+    try:
+        mn, opt, mx = (tuple(int(v) for v in d.lower().split("x")) for d in dims)
+    except ValueError:
+        raise BadInputError(f"--shape '{text}': shapes are like 1x3x224x224") from None
+    if not (len(mn) == len(opt) == len(mx)) or any(a > b or b > c for a, b, c in zip(mn, opt, mx, strict=True)):
+        raise BadInputError(f"--shape '{text}': need MIN <= OPT <= MAX in every dimension, same rank")
+    return name, Shape(mn, opt, mx)
+
+
+def default_threads() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -1,0 +1,51 @@
+"""A stand-in for a user's own package: factories and a data source named as package.module:attr."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class TwoInput(nn.Module):
+    """Two named inputs, two outputs: a model the IO spec has to describe by hand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(6, 8)
+        self.b = nn.Linear(4, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = torch.relu(self.a(left) + self.b(right))
+        return self.head(h), h
+
+
+def pretrained_cnn(num_classes: int = 10) -> nn.Module:
+    """Builds a model and 'loads pretrained weights' (seeded, so every process gets the same ones)."""
+    from edgekit.models.zoo import SmallCNN
+
+    torch.manual_seed(1234)
+    model = SmallCNN(num_classes=num_classes, in_channels=1, width=8)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def two_input() -> nn.Module:
+    torch.manual_seed(7)
+    return TwoInput().eval()
+
+
+def not_a_module() -> int:
+    return 3
+
+
+def blobs(split: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A data source: 3 Gaussian blobs in 6-d, seeded per split."""
+    rng = np.random.default_rng({"train": 0, "val": 1, "test": 2}[split])
+    y = rng.integers(0, 3, size=300)
+    x = rng.normal(size=(300, 6)).astype(np.float32) + np.eye(3, 6, dtype=np.float32)[y] * 3
+    return {"input": x}, y
