@@ -84,3 +84,22 @@ def default_threads() -> int:
     import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def compile_failure(target: str, exc: BaseException, onnx_path: Path) -> BadInputError:
+    """A runtime refused the graph: name the op it choked on when its message mentions one."""
+    message = str(exc).strip()
+    op_types: list[str] = []
+    try:
+        import onnx
+
+        op_types = sorted({n.op_type for n in onnx.load(str(onnx_path), load_external_data=False).graph.node},
+                          key=len, reverse=True)
+    except ImportError:
+        pass
+    named = next((op for op in op_types if op in message), None)
+    first = next((line.strip() for line in message.splitlines() if line.strip()), type(exc).__name__)
+    if named:
+        return BadInputError(f"{target} cannot compile op '{named}': {first[:300]}",
+                             hint="replace the op in the model, or try another target")
+    return BadInputError(f"{target} cannot compile the graph: {first[:300]}", hint="try another target or opset")

@@ -17,7 +17,7 @@ import numpy as np
 
 from edgekit.artifact import TargetRecord
 from edgekit.errors import MissingExtraError, TargetUnavailableError, require
-from edgekit.targets.base import BuildOptions, Built, default_threads
+from edgekit.targets.base import BuildOptions, Built, compile_failure, default_threads
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -80,6 +80,13 @@ class OnnxRuntimeTarget:
             _to_fp16(onnx_path, model)
         else:
             shutil.copyfile(onnx_path, model)
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+        try:
+            OrtRuntime(model, PROVIDERS[opts.device], threads=1)
+        except (ort_errors.Fail, ort_errors.NotImplemented, ort_errors.InvalidGraph, ort_errors.InvalidArgument,
+                ort_errors.RuntimeException) as exc:
+            raise compile_failure("onnxruntime", exc, model) from None
         record = TargetRecord(
             name=self.name,
             device=opts.device,

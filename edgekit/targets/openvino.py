@@ -15,7 +15,7 @@ import numpy as np
 
 from edgekit.artifact import TargetRecord
 from edgekit.errors import MissingExtraError, TargetUnavailableError
-from edgekit.targets.base import BuildOptions, Built, default_threads
+from edgekit.targets.base import BuildOptions, Built, compile_failure, default_threads
 
 # the precision OpenVINO computes float ops in, per edgekit precision
 INFERENCE_PRECISION = {"fp32": "f32", "int8": "f32", "bf16": "bf16", "fp16": "f16"}
@@ -89,9 +89,15 @@ class OpenVinoTarget:
 
     def build(self, onnx_path: Path, quantized: bool, opts: BuildOptions, out: Path) -> Built:
         import openvino as ov
+        from openvino import _pyopenvino as ov_errors
 
         self.check_precision(opts.device, opts.precision)
-        model = ov.convert_model(str(onnx_path))
+        failures = (ov_errors.OpConversionFailure, ov_errors.GeneralFailure, ov_errors.NotImplementedFailure,
+                    ov_errors.OpValidationFailure, RuntimeError)
+        try:
+            model = ov.convert_model(str(onnx_path))
+        except failures as exc:
+            raise compile_failure("openvino", exc, onnx_path) from None
         ov.save_model(model, str(out / "model.xml"), compress_to_fp16=False)
         record = TargetRecord(
             name=self.name,

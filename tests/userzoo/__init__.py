@@ -49,3 +49,24 @@ def blobs(split: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
     y = rng.integers(0, 3, size=300)
     x = rng.normal(size=(300, 6)).astype(np.float32) + np.eye(3, 6, dtype=np.float32)[y] * 3
     return {"input": x}, y
+
+
+def calibrate_bn(model: nn.Module, shape: tuple[int, ...], seed: int = 0) -> nn.Module:
+    """Set BatchNorm statistics from a forward pass on random data, so activations have a real
+    scale (with default statistics a deep BN net's outputs are near zero and parity says little)."""
+    torch.manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None
+            m.reset_running_stats()
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(*shape) * 2 - 1)
+    return model.eval()
+
+
+def resnet18_calibrated(num_classes: int = 1000) -> nn.Module:
+    from edgekit.models.zoo import ResNet18
+
+    torch.manual_seed(0)
+    return calibrate_bn(ResNet18(num_classes=num_classes), (8, 3, 224, 224))
