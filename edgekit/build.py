@@ -10,6 +10,7 @@ a miss is exit 4 and nothing is written (DESIGN.md §5).
 from __future__ import annotations
 
 import importlib.metadata
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,8 +110,10 @@ def build(art: Artifact, target: str, precision: str | None = None, device: str 
         except ArtifactError:
             console.warn(f"cached build {p.out} is damaged; rebuilding")
     console.info(f"building {p.info.name} {p.opts.precision} ({p.opts.device}) from {art.path}")
+    started = time.perf_counter()
     with staging(p.out, overwrite=True) as tmp:
         built = target_obj.build(art.onnx_path, art.manifest.quantized, p.opts, tmp)
+        build_s = time.perf_counter() - started
         runtime = target_obj.load(tmp, built.record, threads=None)
         parity = check_parity(art, runtime, p.opts.precision)
         manifest = Manifest(
@@ -123,7 +126,7 @@ def build(art: Artifact, target: str, precision: str | None = None, device: str 
             data=art.manifest.data,
             lineage=Lineage(parent="../..", parent_sha256=art.sha256, step="build",
                             config={"target": p.info.name, **p.opts.key()}, versions=library_versions()),
-            metrics={"parity": parity, **built.metrics},
+            metrics={"parity": parity, "build_s": build_s, **built.metrics},
             target=built.record,
         )
         finalize(tmp, manifest, owned=built.files)

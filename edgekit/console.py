@@ -19,6 +19,8 @@ from rich.progress import (
 
 _state = {"quiet": False}
 err = Console(stderr=True, highlight=False)
+if not err.is_terminal:  # logs and pipes: wide enough for the bench table
+    err = Console(stderr=True, highlight=False, width=220)
 
 
 def set_quiet(quiet: bool) -> None:

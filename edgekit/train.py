@@ -146,6 +146,7 @@ def fit(
     resume: bool = False,
     ddp: Dist | None = None,
     extra_params: list[nn.Parameter] | None = None,
+    score_fn: Callable[[nn.Module], float] | None = None,
 ) -> FitResult:
     """AdamW + one-cycle schedule; keeps the best epoch by validation score."""
     ddp = ddp or Dist()
@@ -193,7 +194,12 @@ def fit(
                     sched.step()
                 total += float(loss.detach()) * idx.numel()
                 count += idx.numel()
-            score = evaluate(model, val, io, device) if ddp.main else 0.0
+            if not ddp.main:
+                score = 0.0
+            elif score_fn is not None:
+                score = score_fn(model)
+            else:
+                score = evaluate(model, val, io, device)
             if score > best.best_score:
                 best = FitResult({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, score, epoch + 1, best.history)
             best.history.append({"epoch": epoch + 1, "loss": total / max(count, 1), "val": score})

@@ -70,3 +70,48 @@ def resnet18_calibrated(num_classes: int = 1000) -> nn.Module:
 
     torch.manual_seed(0)
     return calibrate_bn(ResNet18(num_classes=num_classes), (8, 3, 224, 224))
+
+
+class ConcatGroupedNet(nn.Module):
+    """Concatenation of two branches, a grouped conv (groups=2) and a depthwise conv."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU())
+        self.left = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1, groups=2), nn.BatchNorm2d(32), nn.ReLU())
+        self.right = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1, groups=32), nn.BatchNorm2d(32), nn.ReLU(),
+                                   nn.Conv2d(32, 32, 1), nn.BatchNorm2d(32), nn.ReLU())
+        self.merge = nn.Sequential(nn.Conv2d(64, 64, 1), nn.BatchNorm2d(64), nn.ReLU())
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = self.merge(torch.cat([self.left(x), self.right(x)], dim=1))
+        return self.fc(x.mean((2, 3)))
+
+
+class Rigid(nn.Module):
+    """A layer with a hard-coded channel count: structural pruning cannot adapt it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], 32, -1).mean(-1)
+
+
+class RigidNet(nn.Module):
+    def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(in_channels, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU())
+        self.conv2 = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU())
+        self.rigid = Rigid()
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.rigid(self.conv2(self.conv(x))))
+
+
+def concat_grouped(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    return ConcatGroupedNet(num_classes, in_channels)
+
+
+def rigid(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    return RigidNet(num_classes, in_channels)

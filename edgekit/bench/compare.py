@@ -1,0 +1,256 @@
+"""``edgekit bench``: the full model and the compressed one, on torch and every requested target.
+
+Rows: the baseline (the lineage root on torch eager FP32, or ONNX Runtime FP32 for an ONNX-only
+root), the full model on each target (what the target alone buys), and the compressed artifact on
+each target (what compression adds). Builds that are missing are made (and cached) first. A target
+that cannot run here gives an "unavailable" row with its install hint; the rest still runs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit import console
+from edgekit.artifact import Artifact, check_output
+from edgekit.bench.harness import (
+    Timed,
+    TimingConfig,
+    peak_rss_mb,
+    peak_rss_reset,
+    stats_ms,
+    time_variants,
+)
+from edgekit.bench.report import (
+    BenchConfig,
+    BenchReport,
+    Latency,
+    Row,
+    machine,
+    markdown,
+    plot,
+    print_table,
+)
+from edgekit.errors import BadInputError, EdgekitError, ParityError
+from edgekit.metrics import agreement, cosine, task_metric
+from edgekit.targets.base import Runtime, default_threads
+from edgekit.targets.catalog import CATALOG, load_target, resolve
+
+DEFAULT_TARGETS = ("onnxruntime", "openvino")
+
+
+@dataclass
+class Plan:
+    variant: str
+    art: Artifact
+    target: str
+    precision: str
+    is_baseline: bool = False
+    runtime: Runtime | None = None
+    row: dict[str, Any] = field(default_factory=dict)
+
+
+def _variant_name(art: Artifact) -> str:
+    step = art.manifest.lineage.step
+    return step.split(":", 1)[1] if step.startswith("compress:") else art.manifest.name
+
+
+def plan_rows(art: Artifact, targets: list[str]) -> list[Plan]:
+    root = art.root()
+    plans: list[Plan] = []
+    base_target = "torch" if root.manifest.model is not None else "onnxruntime"
+    plans.append(Plan("full", root, base_target, "fp32", is_baseline=True))
+    compressed = art if art.path.resolve() != root.path.resolve() else None
+    if compressed is not None and compressed.manifest.model is not None and not compressed.manifest.quantized:
+        plans.append(Plan(_variant_name(compressed), compressed, "torch", "fp32"))
+    for name in targets:
+        info = resolve(name)
+        if info.name == "torch":
+            continue
+        if not (info.name == base_target):
+            plans.append(Plan("full", root, info.name, "fp32"))
+        if compressed is not None:
+            plans.append(Plan(_variant_name(compressed), compressed, info.name,
+                              "int8" if compressed.manifest.quantized else "fp32"))
+    return plans
+
+
+def _size(art: Artifact, built: Artifact | None) -> int:
+    if built is not None and built.manifest.target is not None:
+        return sum(e.size for n, e in built.manifest.files.items() if n != "timing.cache")
+    spec = art.manifest.model
+    if spec is not None and spec.weights in art.manifest.files:
+        return art.manifest.files[spec.weights].size
+    return art.manifest.files[str(art.manifest.onnx)].size if art.manifest.onnx else 0
+
+
+def prepare(p: Plan, threads: int) -> None:
+    """Build (or reuse) and load the runtime of one row; failures become the row's status."""
+    from edgekit.build import build
+
+    info = CATALOG[p.target]
+    device = next(iter(info.devices))
+    p.row.update(device=device, status="ok")
+    target: Any = load_target(info)
+    try:
+        target.check(device)
+    except EdgekitError as exc:
+        p.row.update(status="unavailable", reason=exc.message, hint=exc.hint)
+        return
+    built = None
+    peak_rss_reset()
+    t0 = time.perf_counter()
+    try:
+        if p.target == "torch":
+            from edgekit.checkpoint import load_module
+            from edgekit.targets.torch import TorchRuntime
+
+            p.runtime = TorchRuntime(load_module(p.art), p.art.io.output_names, device="cpu", threads=threads)
+            p.row["precision"] = "fp32"
+        else:
+            built = build(p.art, p.target, p.precision)
+            assert built is not None and built.manifest.target is not None  # noqa: S101 - not a dry run
+            p.row["compile_s"] = built.manifest.metrics.get("build_s")
+            t0 = time.perf_counter()
+            p.runtime = target.load(built.path, built.manifest.target, threads=threads)
+            p.row["precision"] = built.manifest.target.precision
+    except ParityError as exc:
+        p.row.update(status="failed", reason=exc.message, hint=exc.hint, parity_failed=True)
+        return
+    except EdgekitError as exc:
+        p.row.update(status="failed", reason=exc.message, hint=exc.hint)
+        return
+    p.row["load_s"] = time.perf_counter() - t0
+    p.row["size_bytes"] = _size(p.art, built)
+    p.row["params"] = p.art.manifest.metrics.get("params")
+    p.row["macs"] = p.art.manifest.metrics.get("macs")
+
+
+def eval_inputs(art: Artifact, data: str | None, samples: int | None) -> tuple[dict[str, np.ndarray], np.ndarray | None, bool]:
+    from edgekit.data import match_inputs, resolve_source, take
+
+    if data:
+        x, y = take(resolve_source(data)("test"), samples, seed=0)
+        return match_inputs(x, art.io, where=f"data '{data}'"), y, True
+    return art.io.sample_inputs(min(samples or 64, 64)), None, False
+
+
+def run_all(rt: Runtime, inputs: dict[str, np.ndarray], out_name: str, batch: int) -> np.ndarray:
+    from edgekit.build import run_batched
+
+    return run_batched(rt, inputs, batch)[out_name]
+
+
+def bench(art: Artifact, targets: list[str] | None = None, batches: list[int] | None = None, threads: int | None = None,
+          warmup: int = 5, min_runs: int = 30, min_time: float = 0.5, data: str | None = None, samples: int | None = None,
+          out: Path | None = None, overwrite: bool = False, dry_run: bool = False) -> tuple[BenchReport | None, int]:
+    """Run the benchmark; returns (report, exit code: 0, or 4 if a requested build failed parity)."""
+    targets = list(targets or DEFAULT_TARGETS)
+    batches = sorted(set(batches or [1, 8]))
+    if any(b < 1 for b in batches):
+        raise BadInputError("--batch sizes must be positive")
+    if min_runs < 1 or min_time < 0 or warmup < 0:
+        raise BadInputError("--min-runs must be >= 1, --min-time and --warmup >= 0")
+    threads = threads or default_threads()
+    if art.kind not in ("checkpoint", "compressed"):
+        raise BadInputError(f"{art.path} is a {art.kind} artifact; bench takes a checkpoint or compressed one")
+    plans = plan_rows(art, targets)
+    root = plans[0].art
+    data = data or root.manifest.data
+    if dry_run:
+        for p in plans:
+            try:
+                load_target(CATALOG[p.target]).check(next(iter(CATALOG[p.target].devices)))  # type: ignore[attr-defined]
+                status = "ok"
+            except EdgekitError as exc:
+                status = f"unavailable: {exc.message}"
+            console.info(f"dry run: {p.variant} on {p.target} {p.precision}: {status}")
+        eval_inputs(art, data, 8)
+        return None, 0
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = out or art.path / "bench" / stamp
+    check_output(out, overwrite)
+    for p in plans:
+        console.info(f"preparing {p.variant} on {p.target} ({p.precision})")
+        prepare(p, threads)
+        if p.runtime is not None:
+            p.row["peak_rss_mb"] = peak_rss_mb()
+    x_eval, y_eval, real = eval_inputs(art, data, samples)
+    _accuracy(plans, art, x_eval, y_eval, real, max(batches))
+    rows: list[Row] = []
+    cfg = TimingConfig(warmup=warmup, min_runs=min_runs, min_time=min_time)
+    for batch in batches:
+        live = [p for p in plans if p.runtime is not None]
+        feeds = {k: np.ascontiguousarray(np.resize(v, (batch, *v.shape[1:]))) for k, v in x_eval.items()}
+        timed = [Timed(f"{p.variant}/{p.target}", p.runtime, feeds) for p in live if p.runtime is not None]
+        with console.progress() as bar:
+            task = bar.add_task(f"timing batch {batch}", total=None, status="")
+            time_variants(timed, cfg, on_round=lambda t=task: bar.advance(t))
+        by_plan = dict(zip([id(p) for p in live], timed, strict=True))
+        base_p50 = None
+        for p in plans:
+            rows.append(_row(p, batch, threads, by_plan.get(id(p))))
+            if p.is_baseline and rows[-1].latency_ms is not None:
+                base_p50 = rows[-1].latency_ms.p50
+        for r in rows:
+            if r.batch == batch and r.latency_ms is not None and base_p50:
+                r.speedup = base_p50 / r.latency_ms.p50
+    base_acc = next((r.accuracy for r in rows if r.is_baseline), None)
+    for r in rows:
+        if r.accuracy is not None and base_acc is not None:
+            r.accuracy_delta = r.accuracy - base_acc
+    report = BenchReport(
+        created=stamp, machine=machine(),
+        config=BenchConfig(artifact=str(art.path), root=str(root.path), targets=[resolve(t).name for t in targets],
+                           batches=batches, threads=threads, warmup=warmup, min_runs=min_runs, min_time=min_time,
+                           data=data, split="test" if real else "synthetic", eval_samples=len(next(iter(x_eval.values())))),
+        rows=rows,
+    )
+    write(report, out)
+    print_table(report, console.err)
+    console.info(f"[green]wrote[/green] {out}/bench.json, bench.md, bench.png")
+    failed_parity = any(p.row.get("parity_failed") for p in plans)
+    return report, 4 if failed_parity else 0
+
+
+def _accuracy(plans: list[Plan], art: Artifact, x: dict[str, np.ndarray], y: np.ndarray | None, real: bool, batch: int) -> None:
+    io = art.io
+    name = io.output_names[0]
+    base = next(p for p in plans if p.is_baseline)
+    ref = run_all(base.runtime, x, name, batch) if base.runtime is not None else None
+    for p in plans:
+        if p.runtime is None:
+            continue
+        outs = ref if p is base else run_all(p.runtime, x, name, batch)
+        assert outs is not None  # noqa: S101
+        metric, value = task_metric(io, outs, y, ref) if real else (None, None)
+        p.row.update(accuracy_metric=metric, accuracy=value)
+        if ref is not None:
+            p.row["agreement"] = agreement(outs, ref) if io.task == "classification" else cosine(outs, ref)
+            p.row["agreement_inputs"] = "real" if real else "synthetic"
+
+
+def _row(p: Plan, batch: int, threads: int, timed: Timed | None) -> Row:
+    fields = {k: v for k, v in p.row.items() if k != "parity_failed"}
+    row = Row(variant=p.variant, artifact=str(p.art.path), sha256=p.art.sha256, is_baseline=p.is_baseline,
+              target=p.target, precision_requested=p.precision, batch=batch, threads=threads, **fields)
+    if timed is not None and timed.samples_ns:
+        stats = stats_ms(timed.samples_ns)
+        row.latency_ms = Latency(**stats)
+        row.runs = len(timed.samples_ns)
+        row.throughput_per_s = batch * 1000.0 / stats["mean"]
+    return row
+
+
+def write(report: BenchReport, out: Path) -> None:
+    from edgekit.artifact import staging
+
+    with staging(out, overwrite=True) as tmp:
+        (tmp / "bench.json").write_text(report.model_dump_json(indent=2) + "\n")
+        (tmp / "bench.md").write_text(markdown(report))
+        plot(report, tmp / "bench.png")

@@ -1,0 +1,206 @@
+"""Recipes: an ordered list of steps, each a strict pydantic model discriminated on ``kind``.
+
+An unknown or misspelt key is an error that names the file, the step and the key, and suggests the
+closest valid key (never picks it silently). Built-in recipes live in ``recipes/`` and ship in the
+wheel, so ``--recipe int8`` resolves by name; any path works too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgekit.errors import RecipeError, did_you_mean
+from edgekit.resources import resource_dir
+
+
+class StepOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LayerOverride(StepOptions):
+    """Per-layer quantization settings (by node name or glob pattern)."""
+
+    skip: bool = False  # keep this layer in float
+    activation_percentile: float | None = Field(default=None, gt=50.0, le=100.0)
+    per_channel: bool | None = None
+
+
+class PruneStep(StepOptions):
+    kind: Literal["prune"]
+    target_macs_ratio: float | None = Field(default=0.5, gt=0.0, lt=1.0, description="MACs kept = (1 - ratio) x full")
+    target_params_ratio: float | None = Field(default=None, gt=0.0, lt=1.0)
+    importance: Literal["l1", "l2", "taylor", "bn_scale"] = "l2"
+    global_pruning: bool = False
+    iterative_steps: int = Field(default=4, ge=1, le=100)
+    finetune_epochs_per_step: int = Field(default=0, ge=0)
+    keep: list[str] = Field(default_factory=list, description="module names or globs never pruned (plus the classifier head)")
+    round_to: int = Field(default=8, ge=1)
+    max_pruning_ratio: float = Field(default=0.9, gt=0.0, lt=1.0)
+    heads: bool = True  # prune attention heads (whole heads) in transformer layers
+    lr: float = Field(default=1e-3, gt=0.0)
+    batch_size: int = Field(default=64, ge=1)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> PruneStep:
+        if self.target_params_ratio is not None and "target_macs_ratio" not in self.model_fields_set:
+            self.target_macs_ratio = None
+        if (self.target_macs_ratio is None) == (self.target_params_ratio is None):
+            raise ValueError("give exactly one of target_macs_ratio and target_params_ratio")
+        return self
+
+
+class FinetuneStep(StepOptions):
+    kind: Literal["finetune"]
+    epochs: int = Field(default=5, ge=1)
+    lr: float = Field(default=1e-3, gt=0.0)
+    batch_size: int = Field(default=64, ge=1)
+    data: str | None = None  # default: the lineage root's data
+
+
+class FeaturePair(StepOptions):
+    student: str  # module name in the student
+    teacher: str  # module name in the teacher
+
+
+class DistillStep(StepOptions):
+    kind: Literal["distill"]
+    epochs: int = Field(default=5, ge=1)
+    temperature: float = Field(default=4.0, gt=0.0)
+    alpha: float = Field(default=0.7, ge=0.0, le=1.0, description="weight of the KD loss; 1 - alpha on the task loss")
+    lr: float = Field(default=1e-3, gt=0.0)
+    batch_size: int = Field(default=64, ge=1)
+    data: str | None = None  # default: the lineage root's data; unlabelled data -> teacher-only targets
+    features: list[FeaturePair] = Field(default_factory=list)
+    feature_weight: float = Field(default=1.0, ge=0.0)
+    student: str | None = None  # another model as the student (zoo name or package.module:factory)
+    student_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class QuantizeStep(StepOptions):
+    kind: Literal["quantize"]
+    calibration: str | None = None  # data source; default: the lineage root's data (train split)
+    samples: int = Field(default=300, ge=1)
+    seed: int = 0
+    method: Literal["minmax", "entropy", "percentile"] = "percentile"
+    percentile: float = Field(default=99.999, gt=50.0, le=100.0)
+    entropy_bins: int = Field(default=2048, ge=128)
+    bias_correction: bool = True
+    profile: Literal["portable", "cpu"] = "portable"  # cpu: asymmetric U8 activations, not TensorRT-portable
+    ignore: list[str] = Field(default_factory=list, description="node names, glob patterns or op types kept in float")
+    overrides: dict[str, LayerOverride] = Field(default_factory=dict)
+    smooth_quant: bool | Literal["auto"] = "auto"  # SmoothQuant on MatMul inputs of transformer graphs
+    smooth_alpha: float = Field(default=0.5, ge=0.0, le=1.0)
+    max_accuracy_drop: float | None = Field(default=None, ge=0.0, le=1.0)
+    min_samples: int = Field(default=32, ge=1)
+
+
+Step = Annotated[PruneStep | FinetuneStep | DistillStep | QuantizeStep, Field(discriminator="kind")]
+STEP_MODELS: dict[str, type[StepOptions]] = {
+    "prune": PruneStep, "finetune": FinetuneStep, "distill": DistillStep, "quantize": QuantizeStep,
+}
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    steps: list[Step] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _quantize_last(self) -> Recipe:
+        kinds = [s.kind for s in self.steps]
+        if "quantize" in kinds and kinds.index("quantize") != len(kinds) - 1:
+            raise ValueError("quantize must be the last step (later steps need a float model)")
+        return self
+
+    @property
+    def quantizes(self) -> bool:
+        return any(s.kind == "quantize" for s in self.steps)
+
+
+def builtin_recipes() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(resource_dir("recipes").glob("*.yaml"))}
+
+
+def resolve_recipe_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise RecipeError(f"recipe file {path} does not exist")
+        return path
+    builtins = builtin_recipes()
+    if name_or_path in builtins:
+        return builtins[name_or_path]
+    raise RecipeError(
+        f"unknown recipe '{name_or_path}'{did_you_mean(name_or_path, builtins)}",
+        hint=f"built-in recipes: {', '.join(builtins)}; or give a path to a YAML file",
+    )
+
+
+def _explain(exc: ValidationError, raw: dict[str, Any], where: str) -> RecipeError:
+    err = exc.errors()[0]
+    loc = list(err["loc"])
+    place = where
+    valid: list[str] = list(Recipe.model_fields)
+    if loc and loc[0] == "steps" and len(loc) > 1 and isinstance(loc[1], int):
+        idx = loc[1]
+        step = raw.get("steps", [])[idx] if isinstance(raw.get("steps"), list) else {}
+        kind = step.get("kind") if isinstance(step, dict) else None
+        place = f"{where}, step {idx + 1}" + (f" ({kind})" if kind else "")
+        loc = loc[2:]
+        if loc and loc[0] == kind:
+            loc = loc[1:]
+        model = STEP_MODELS.get(str(kind))
+        valid = list(model.model_fields) if model else []
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            return RecipeError(
+                f"{place}: unknown step kind '{kind}'{did_you_mean(str(kind), STEP_MODELS)}",
+                hint=f"step kinds: {', '.join(STEP_MODELS)}",
+            )
+        if loc and loc[0] == "overrides" and len(loc) > 2:
+            valid = list(LayerOverride.model_fields)
+            loc = loc[2:]
+    key = ".".join(str(x) for x in loc)
+    if err["type"] == "extra_forbidden":
+        last = str(loc[-1]) if loc else key
+        return RecipeError(f"{place}: unknown key '{key}'{did_you_mean(last, valid)}",
+                           hint=f"valid keys: {', '.join(k for k in valid if k != 'kind')}")
+    msg = err["msg"].removeprefix("Value error, ")
+    return RecipeError(f"{place}: {key + ': ' if key else ''}{msg}")
+
+
+def parse_recipe(raw: Any, where: str) -> Recipe:
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{where}: a recipe is a mapping with 'name' and 'steps'")
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise _explain(exc, raw, where) from None
+
+
+def load_recipe(name_or_path: str) -> tuple[Recipe, Path]:
+    path = resolve_recipe_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise RecipeError(f"{path}:{line} is not valid YAML") from None
+    return parse_recipe(raw, str(path)), path
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    """The effective recipe, every default filled in (``--print-recipe``)."""
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+
+
+def with_calibration(recipe: Recipe, calib: str | None) -> Recipe:
+    """--calib overrides the calibration source of quantize steps."""
+    if not calib:
+        return recipe
+    steps = [s.model_copy(update={"calibration": calib}) if isinstance(s, QuantizeStep) else s for s in recipe.steps]
+    return recipe.model_copy(update={"steps": steps})

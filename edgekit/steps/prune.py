@@ -1,0 +1,239 @@
+"""The ``prune`` step: structural pruning on Torch-Pruning's dependency graph.
+
+Channels, hidden units and whole attention heads are removed, so the model is smaller and faster on
+every target. Coupled layers (residual adds, concatenations, depthwise convolutions) are found by
+Torch-Pruning's dependency graph, not by us. The result is persisted without pickle: the manifest
+keeps Torch-Pruning's pruning history, which a new process replays on a fresh module from its
+factory before loading the safetensors weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgekit import console
+from edgekit.errors import ModelError, require
+from edgekit.iospec import IOSpec
+from edgekit.recipe import PruneStep
+from edgekit.steps import Context, State
+
+ATTENTION_ATTRS = (
+    # (module attr holding the head count, q/k/v linear names, head-size attr, total-size attr)
+    ("num_heads", ("query", "key", "value"), "head_dim", None),  # edgekit's zoo
+    ("num_attention_heads", ("query", "key", "value"), "attention_head_size", "all_head_size"),  # HF BERT
+)
+
+
+def _example(io: IOSpec, inputs: dict[str, np.ndarray] | None = None) -> tuple[torch.Tensor, ...]:
+    arrays = inputs if inputs is not None else io.sample_inputs(2)
+    return tuple(torch.from_numpy(np.ascontiguousarray(v[:2])) for v in arrays.values())
+
+
+def _forward_fn(model: nn.Module, example: Any) -> Any:
+    from edgekit.torchutil import first_output
+
+    args = example if isinstance(example, tuple) else (example,)
+    return first_output(model(*args))
+
+
+def attention_modules(model: nn.Module) -> dict[nn.Module, tuple[str, tuple[nn.Linear, ...], str, str | None]]:
+    """Self-attention blocks with separate q/k/v projections, keyed by the block."""
+    found = {}
+    for module in model.modules():
+        for heads_attr, names, size_attr, total_attr in ATTENTION_ATTRS:
+            if hasattr(module, heads_attr) and all(isinstance(getattr(module, n, None), nn.Linear) for n in names):
+                found[module] = (heads_attr, tuple(getattr(module, n) for n in names), size_attr, total_attr)
+    return found
+
+
+def fix_attention(model: nn.Module) -> None:
+    """After whole heads are removed, tell each attention block how many heads it has left."""
+    for module, (heads_attr, linears, size_attr, total_attr) in attention_modules(model).items():
+        head_size = getattr(module, size_attr, None)
+        if not head_size:
+            continue
+        setattr(module, heads_attr, linears[0].out_features // int(head_size))
+        if total_attr:
+            setattr(module, total_attr, linears[0].out_features)
+
+
+def _head_layer(model: nn.Module, example: tuple[torch.Tensor, ...]) -> list[nn.Module]:
+    """The layer(s) producing the model's output (the classifier head is never pruned)."""
+    from edgekit.torchutil import first_output
+
+    with torch.no_grad():
+        out_dim = first_output(model(*example)).shape[-1]
+    last = None
+    for module in model.modules():
+        if isinstance(module, nn.Linear | nn.Conv2d):
+            last = module
+    if last is not None and getattr(last, "out_features", getattr(last, "out_channels", None)) == out_dim:
+        return [last]
+    return []
+
+
+def _keep(model: nn.Module, patterns: list[str]) -> list[nn.Module]:
+    kept = []
+    names = dict(model.named_modules())
+    for pattern in patterns:
+        hits = [m for n, m in names.items() if n and fnmatch.fnmatchcase(n, pattern)]
+        if not hits:
+            raise ModelError(f"prune: keep pattern '{pattern}' matches no module",
+                             hint=f"module names look like {', '.join(list(names)[1:4])}")
+        kept += hits
+    return kept
+
+
+def _importance(kind: str) -> Any:
+    import torch_pruning as tp
+
+    return {
+        "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
+        "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
+        "taylor": lambda: tp.importance.GroupTaylorImportance(),
+        "bn_scale": lambda: tp.importance.BNScaleImportance(),
+    }[kind]()
+
+
+def check_runs(model: nn.Module, example: tuple[torch.Tensor, ...]) -> None:
+    """Run the pruned model once; if a layer breaks, name it (Torch-Pruning could not adapt it).
+
+    A standard layer that fails on its input is usually the victim: the culprit is the custom layer
+    that produced that input (e.g. one with a hard-coded channel count), so that one is named.
+    """
+    stack: list[str] = []
+    exited: list[str] = []
+    names = {m: n for n, m in model.named_modules()}
+
+    def enter(mod: nn.Module, _inputs: Any) -> None:
+        stack.append(names.get(mod, "?"))
+
+    def leave(mod: nn.Module, _inputs: Any, _out: Any) -> None:
+        if stack:
+            exited.append(stack.pop())
+
+    hooks = [m.register_forward_pre_hook(enter) for m in model.modules()]
+    hooks += [m.register_forward_hook(leave) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(*example)
+    except (RuntimeError, ValueError, IndexError) as exc:
+        modules = dict(model.named_modules())
+        where = stack[-1] if stack else "?"
+        failing = modules.get(where)
+        if failing is not None and type(failing).__module__.startswith("torch.nn") and exited:
+            producer = next((n for n in reversed(exited) if n and not where.startswith(n + ".")), None)
+            if producer is not None and not type(modules[producer]).__module__.startswith("torch.nn"):
+                where, failing = producer, modules[producer]
+        kind = type(failing).__name__ if failing is not None else "?"
+        raise ModelError(
+            f"pruning cannot adapt layer '{where}' ({kind}): {str(exc).splitlines()[0][:200]}",
+            hint=f"add '{where}' to the prune step's keep: list, or make it read its sizes from its input",
+        ) from None
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def _macs_params(model: nn.Module, example: tuple[torch.Tensor, ...]) -> tuple[int, int]:
+    import torch_pruning as tp
+
+    macs, params = tp.utils.count_ops_and_params(model, example if len(example) > 1 else example[0])
+    return int(macs), int(params)
+
+
+def run(state: State, opts: PruneStep, ctx: Context) -> State:
+    require("torch_pruning", "full", "structural pruning")
+    import torch_pruning as tp
+
+    from edgekit.evaluate import split_inputs
+
+    if state.module is None or state.spec is None:
+        raise ModelError("prune needs a torch module")
+    model = copy.deepcopy(state.module).eval()
+    train_x, train_y = split_inputs(ctx.data, "train", state.io)
+    example = _example(state.io, train_x)
+    check_runs(model, example)
+    macs0, params0 = _macs_params(model, example)
+    ignored = _head_layer(model, example) + _keep(model, opts.keep)
+    attn = attention_modules(model)
+    num_heads = {lin: int(getattr(block, info[0])) for block, info in attn.items() for lin in info[1]}
+    importance = _importance(opts.importance)
+    pruner = tp.pruner.BasePruner(
+        model, example, importance=importance, global_pruning=opts.global_pruning,
+        pruning_ratio=opts.max_pruning_ratio, max_pruning_ratio=opts.max_pruning_ratio, iterative_steps=100,
+        ignored_layers=ignored, round_to=opts.round_to, num_heads=num_heads,
+        prune_num_heads=bool(num_heads) and opts.heads, prune_head_dims=not opts.heads,
+        head_pruning_ratio=opts.max_pruning_ratio if num_heads and opts.heads else 0.0,
+        forward_fn=_forward_fn,
+    )
+    metric_full, full = (macs0, "MACs") if opts.target_macs_ratio is not None else (params0, "params")
+    ratio = float(opts.target_macs_ratio if opts.target_macs_ratio is not None else opts.target_params_ratio or 0.5)
+    stages = [metric_full * (1.0 - ratio * (k + 1) / opts.iterative_steps) for k in range(opts.iterative_steps)]
+    done = 0
+    current = metric_full
+    for k, target in enumerate(stages):
+        while current > target and done < 100:
+            if opts.importance == "taylor":
+                _taylor_grads(model, train_x, train_y, state.io)
+            pruner.step()
+            fix_attention(model)
+            done += 1
+            try:
+                macs, params = _macs_params(model, example)
+            except (RuntimeError, ValueError, IndexError):
+                check_runs(model, example)  # names the layer that broke
+                raise
+            current = macs if full == "MACs" else params
+        console.info(f"  prune stage {k + 1}/{opts.iterative_steps}: {full} {current / metric_full:.1%} of the full model")
+        if opts.finetune_epochs_per_step and k + 1 < len(stages):
+            from edgekit.steps.distill import finetune
+
+            finetune(model, state.io, ctx, epochs=opts.finetune_epochs_per_step, lr=opts.lr, batch_size=opts.batch_size,
+                     label=f"fine-tune {k + 1}")
+    if current > stages[-1] * 1.02:
+        console.warn(f"prune reached {current / metric_full:.1%} of the full {full}, short of the target "
+                     f"{1 - ratio:.0%}: the remaining layers are at max_pruning_ratio or kept")
+    check_runs(model, example)
+    history = [[name, bool(is_out), [int(i) for i in idxs]] for name, is_out, idxs in pruner.pruning_history()]
+    spec = state.spec.model_copy(update={"pruning": [*(state.spec.pruning or []), *history]})
+    macs1, params1 = _macs_params(model, example)
+    note = {"macs_before": macs0, "macs_after": macs1, "params_before": params0, "params_after": params1,
+            "macs_ratio": macs1 / macs0, "params_ratio": params1 / params0}
+    console.info(f"  pruned: MACs {macs0:,} -> {macs1:,} ({macs1 / macs0:.1%}), params {params0:,} -> {params1:,}")
+    return State(module=model, spec=spec, io=state.io, onnx=None, notes={"prune": note})
+
+
+def _taylor_grads(model: nn.Module, x: dict[str, np.ndarray], y: np.ndarray | None, io: IOSpec) -> None:
+    """Gradients of the task loss on a batch, which Taylor importance reads."""
+    from torch.nn import functional as F  # noqa: N812
+
+    from edgekit.torchutil import first_output
+
+    if y is None:
+        raise ModelError("taylor importance needs labelled data", hint="use importance: l2")
+    idx = np.random.default_rng(0).choice(len(y), size=min(256, len(y)), replace=False)
+    model.zero_grad()
+    out = first_output(model(*[torch.from_numpy(v[idx]) for v in x.values()]))
+    F.cross_entropy(out, torch.from_numpy(y[idx])).backward()
+
+
+def apply_structure(model: nn.Module, history: list[Any], io: IOSpec) -> None:
+    """Replay a pruning history on a fresh module (the inverse of what ``run`` recorded)."""
+    require("torch_pruning", "full", "rebuilding a pruned model")
+    import torch_pruning as tp
+
+    model.eval()
+    dg = tp.DependencyGraph().build_dependency(model, example_inputs=_example(io), forward_fn=_forward_fn)
+    try:
+        dg.load_pruning_history([(name, bool(is_out), list(idxs)) for name, is_out, idxs in history])
+    except (KeyError, IndexError, RuntimeError) as exc:
+        raise ModelError(f"cannot re-apply the recorded pruning structure: {exc}",
+                         hint="the model factory changed since the artifact was made") from None
+    fix_attention(model)
