@@ -33,7 +33,7 @@ from edgekit.targets.base import BuildOptions, Runtime, Shape
 from edgekit.targets.catalog import TargetInfo, check_precision, load_target, resolve
 
 # max |error| relative to the output scale, per precision; INT8 also needs top-1 agreement
-TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 6e-2, "int8": 0.25}
+TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 6e-2, "int8": 0.1}
 INT8_MIN_AGREEMENT = 0.95
 PARITY_ROWS = 32
 

@@ -25,8 +25,7 @@ class LayerOverride(StepOptions):
     """Per-layer quantization settings (by node name or glob pattern)."""
 
     skip: bool = False  # keep this layer in float
-    activation_percentile: float | None = Field(default=None, gt=50.0, le=100.0)
-    per_channel: bool | None = None
+    activation_range: tuple[float, float] | None = None  # fix the layer's input range instead of calibrating it
 
 
 class PruneStep(StepOptions):

@@ -1,0 +1,44 @@
+"""edgekit predict"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from edgekit.commands._common import emit, json_option
+
+
+@click.command("predict")
+@click.argument("bundle", type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--top-k", type=int, default=3, show_default=True)
+@click.option("--threads", type=int, default=None)
+@click.option("--out", type=click.Path(), default=None, help="Write all outputs to this .npz.")
+@json_option
+def command(bundle: str, inputs: tuple[str, ...], top_k: int, threads: int | None, out: str | None, as_json: bool) -> None:
+    """Run BUNDLE on INPUTS (.npy / .npz / image files). Needs no torch: numpy and the bundle's runtime."""
+    import numpy as np
+
+    from edgekit.runtime import Bundle, load_inputs
+
+    b = Bundle.open(bundle)
+    feeds = load_inputs([Path(p) for p in inputs], b.io)
+    b.runtime(threads)
+    pred = b.predict(feeds, top_k=top_k)
+    if out:
+        np.savez(out, **pred.outputs)
+    if as_json:
+        result = {"bundle": bundle, "target": b.manifest.target.name, "precision": b.manifest.target.precision,
+                  "predictions": [[{"label": lab, "score": s} for lab, s in row] for row in pred.labels]
+                  if pred.labels is not None else None,
+                  "outputs": {k: v.tolist() for k, v in pred.outputs.items()} if pred.labels is None and not out else None}
+        emit(result, True)
+        return
+    if pred.labels is not None:
+        for i, row in enumerate(pred.labels):
+            sys.stdout.write(f"{i}: " + ", ".join(f"{lab} {s:.3f}" for lab, s in row) + "\n")
+    else:
+        for name, arr in pred.outputs.items():
+            sys.stdout.write(f"{name}: shape {arr.shape}\n")

@@ -1,0 +1,32 @@
+"""``edgekit demo``: the whole path on the embedded default, in about a minute on 2 cores.
+
+train (small residual CNN on digits) -> compress --recipe int8 -> build for every target available
+here -> bench at batch 1 and a large batch (at 8x8 pixels batch 1 is all overhead).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgekit import console
+from edgekit.bench.report import BenchReport
+
+
+def demo(out: Path = Path("runs/demo"), epochs: int = 30, batches: tuple[int, ...] = (1, 256),
+         min_time: float = 0.5) -> BenchReport:
+    from edgekit.bench.compare import bench
+    from edgekit.compress import compress
+    from edgekit.targets.catalog import CATALOG
+    from edgekit.train import TrainConfig, train
+
+    console.info("[bold]1/3 train[/bold]: small residual CNN on scikit-learn's digits")
+    ckpt = train(TrainConfig(epochs=epochs), out=out, overwrite=True)
+    assert ckpt is not None  # noqa: S101 - demo runs in one process
+    console.info("[bold]2/3 compress[/bold]: recipe int8 (one portable QDQ graph)")
+    int8 = compress(ckpt, "int8", overwrite=True)
+    assert int8 is not None  # noqa: S101
+    console.info("[bold]3/3 bench[/bold]: the full model and INT8 on every target (unavailable ones say why)")
+    targets = [name for name in CATALOG if name != "torch"]
+    report, _ = bench(int8, targets, list(batches), min_time=min_time, overwrite=True)
+    assert report is not None  # noqa: S101
+    return report

@@ -1,0 +1,122 @@
+"""``edgekit package``: a deployable bundle for one target.
+
+A bundle is a directory (or a ``.tar.gz`` of one) holding the built model for the target, a
+``manifest.json`` (IO spec with preprocessing and labels, precision, metrics, lineage, versions) and
+``SHA256SUMS`` over every file. The same input gives byte-identical bundles: members are sorted,
+mtimes and owners are fixed, gzip carries no name or time, and the manifest has no timestamps or
+absolute paths.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from edgekit import console
+from edgekit.artifact import Artifact, Lineage, Manifest, check_output, finalize, staging
+from edgekit.build import build
+
+SUMS = "SHA256SUMS"
+
+
+def _bench_metrics(art: Artifact, target: str, precision: str) -> dict[str, Any]:
+    """The newest bench row of this artifact on this target at batch 1, if one was measured."""
+    bench_dir = art.path / "bench"
+    if not bench_dir.is_dir():
+        return {}
+    for run in sorted(bench_dir.iterdir(), reverse=True):
+        report = run / "bench.json"
+        if not report.is_file():
+            continue
+        data = json.loads(report.read_text())
+        for row in data.get("rows", []):
+            if (row.get("sha256") == art.sha256 and row.get("target") == target and row.get("status") == "ok"
+                    and row.get("precision_requested") == precision and row.get("batch") == 1):
+                keep = ("latency_ms", "accuracy", "accuracy_metric", "agreement", "speedup", "size_bytes")
+                return {"bench": {k: row.get(k) for k in keep} | {"machine": data.get("machine", {}).get("cpu")}}
+    return {}
+
+
+def package(art: Artifact, target: str, precision: str | None = None, out: Path | None = None,
+            overwrite: bool = False, as_dir: bool = False) -> Path:
+    built = build(art, target, precision)
+    assert built is not None and built.manifest.target is not None  # noqa: S101 - not a dry run
+    record = built.manifest.target
+    variant = art.manifest.lineage.step.split(":", 1)[1] if art.manifest.lineage.step.startswith("compress:") else "full"
+    name = f"{art.root().manifest.name}-{variant}-{record.name}-{record.precision}"
+    out = out or Path("dist") / (name if as_dir else f"{name}.tar.gz")
+    check_output(out, overwrite)
+    metrics: dict[str, Any] = {
+        "parity": built.manifest.metrics.get("parity"),
+        **{k: art.manifest.metrics[k] for k in ("test", "task_metric", "params", "macs") if k in art.manifest.metrics},
+        **_bench_metrics(art, record.name, record.precision_requested),
+    }
+    if as_dir:
+        with staging(out, overwrite=True) as tmp:
+            _fill(tmp, built, art, name, variant, metrics)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as td:
+            _fill(Path(td), built, art, name, variant, metrics)
+            write_tar(Path(td), out, root=name)
+    console.info(f"[green]packaged[/green] {out}")
+    return out
+
+
+def _fill(tmp: Path, built: Artifact, art: Artifact, name: str, variant: str, metrics: dict[str, Any]) -> None:
+    record = built.manifest.target
+    assert record is not None  # noqa: S101
+    files = [f for f in built.manifest.files if f != "timing.cache"]
+    for f in files:
+        shutil.copyfile(built.path / f, tmp / f)
+    manifest = Manifest(
+        kind="bundle",
+        name=name,
+        io=art.io,
+        data=None,
+        quantized=art.manifest.quantized,
+        lineage=Lineage(
+            step="package",
+            config={"artifact": art.manifest.name, "artifact_sha256": art.sha256, "variant": variant,
+                    "target": record.name, "precision": record.precision},
+            versions=built.manifest.lineage.versions,
+        ),
+        metrics=metrics,
+        target=record,
+    )
+    finalize(tmp, manifest, owned=files)
+    write_sums(tmp)
+
+
+def write_sums(directory: Path) -> None:
+    lines = []
+    for path in sorted(p for p in directory.iterdir() if p.is_file() and p.name != SUMS):
+        lines.append(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.name}\n")
+    (directory / SUMS).write_text("".join(lines))
+
+
+def write_tar(directory: Path, out: Path, root: str) -> None:
+    """A reproducible .tar.gz: sorted members, fixed mtime/owner/mode, no gzip name or time."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        d = tarfile.TarInfo(root)
+        d.type, d.mode, d.mtime = tarfile.DIRTYPE, 0o755, 0
+        tar.addfile(d)
+        for path in sorted(p for p in directory.iterdir() if p.is_file()):
+            info = tarfile.TarInfo(f"{root}/{path.name}")
+            info.size, info.mode, info.mtime = path.stat().st_size, 0o644, 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            with open(path, "rb") as f:
+                tar.addfile(info, f)
+    tmp = out.with_name(f".{out.name}.tmp")
+    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz:
+        gz.write(buf.getvalue())
+    tmp.replace(out)

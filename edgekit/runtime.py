@@ -1,0 +1,251 @@
+"""Run a bundle on a device: numpy + one inference runtime, no torch, no onnx.
+
+``Bundle.open`` extracts a ``.tar.gz`` safely (no absolute paths, ``..``, links or devices; sizes
+checked), verifies every checksum, refuses a newer schema and ONNX external data that points outside
+the bundle, and loads the target's own torch-free Runtime class (the same one ``edgekit build``
+uses). ``predict`` applies the manifest's preprocessing and returns outputs plus labels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from edgekit.artifact import Artifact, ArtifactError
+from edgekit.errors import BadInputError, DataError, MissingExtraError
+from edgekit.iospec import InputSpec, normalise_image
+
+MAX_BUNDLE_BYTES = 8 << 30
+SUMS = "SHA256SUMS"
+RUNTIMES = {  # target -> (module providing the Runtime, python module it needs, extra)
+    "onnxruntime": ("edgekit.targets.onnxruntime", "onnxruntime", "onnxruntime"),
+    "openvino": ("edgekit.targets.openvino", "openvino", "openvino"),
+    "tensorrt": ("edgekit.targets.tensorrt", "tensorrt", "tensorrt"),
+}
+
+
+def safe_extract(archive: Path, dest: Path) -> Path:
+    """Extract a bundle archive into ``dest``; returns the bundle directory inside it."""
+    try:
+        tar = tarfile.open(archive, "r:*")
+    except (tarfile.TarError, OSError) as exc:
+        raise ArtifactError(f"{archive} is not a readable bundle archive ({exc})") from None
+    with tar:
+        members = tar.getmembers()
+        total = 0
+        roots = set()
+        for m in members:
+            path = PurePosixPath(m.name)
+            if m.name.startswith(("/", "\\")) or path.is_absolute() or ".." in path.parts or ":" in m.name:
+                raise ArtifactError(f"bundle {archive} has an unsafe member path '{m.name}'", hint="refusing to extract it")
+            if not (m.isfile() or m.isdir()):
+                kind = "link" if (m.issym() or m.islnk()) else "device or special file"
+                raise ArtifactError(f"bundle {archive} has a {kind} member '{m.name}'", hint="refusing to extract it")
+            if len(path.parts) > 2 or (m.isdir() and len(path.parts) != 1):
+                raise ArtifactError(f"bundle {archive} has an unexpected member '{m.name}'")
+            total += max(m.size, 0)
+            if total > MAX_BUNDLE_BYTES:
+                raise ArtifactError(f"bundle {archive} unpacks to more than {MAX_BUNDLE_BYTES >> 30} GiB")
+            roots.add(path.parts[0])
+        if len(roots) != 1:
+            raise ArtifactError(f"bundle {archive} must hold exactly one top-level folder (found {len(roots)})")
+        tar.extractall(dest, filter="data")
+    return dest / roots.pop()
+
+
+def _verify_sums(directory: Path) -> None:
+    sums = directory / SUMS
+    if not sums.is_file():
+        raise ArtifactError(f"bundle {directory} has no {SUMS}")
+    listed = {}
+    for line in sums.read_text().splitlines():
+        digest, _, name = line.partition("  ")
+        listed[name] = digest
+    present = {p.name for p in directory.iterdir() if p.is_file() and p.name != SUMS}
+    if present - set(listed):
+        raise ArtifactError(f"bundle {directory} has files not in {SUMS}: {', '.join(sorted(present - set(listed)))}")
+    for name, digest in listed.items():
+        path = directory / name
+        if "/" in name or not path.is_file():
+            raise ArtifactError(f"bundle {directory}: {name} is missing")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            raise ArtifactError(f"checksum mismatch for {name} in bundle {directory}: the file was changed",
+                                hint="the bundle is damaged or was tampered with; package it again")
+
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    shift = value = 0
+    while True:
+        b = buf[i]
+        value |= (b & 0x7F) << shift
+        i += 1
+        if not b & 0x80:
+            return value, i
+        shift += 7
+
+
+def _fields(buf: bytes) -> list[tuple[int, Any]]:
+    """Top-level protobuf fields of ``buf``: (field number, bytes for length-delimited, int otherwise)."""
+    out, i = [], 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire == 1:
+            value, i = buf[i : i + 8], i + 8
+        elif wire == 2:
+            length, i = _varint(buf, i)
+            value, i = buf[i : i + length], i + length
+        elif wire == 5:
+            value, i = buf[i : i + 4], i + 4
+        else:
+            raise ArtifactError("the bundle's ONNX file is not a valid protobuf")
+        out.append((number, value))
+    return out
+
+
+def onnx_external_locations(path: Path) -> list[str]:
+    """External-data file names of an ONNX model's initializers, read without the onnx package
+    (ModelProto.graph=7 -> GraphProto.initializer=5 -> TensorProto.external_data=13 -> key/value)."""
+    locations = []
+    try:
+        for num, graph in _fields(path.read_bytes()):
+            if num != 7:
+                continue
+            for gnum, tensor in _fields(graph):
+                if gnum != 5:
+                    continue
+                for tnum, entry in _fields(tensor):
+                    if tnum == 13:
+                        kv = dict(_fields(entry))
+                        if kv.get(1) == b"location":
+                            locations.append(kv.get(2, b"").decode(errors="replace"))
+    except (IndexError, UnicodeDecodeError):
+        raise ArtifactError(f"{path} is not a valid ONNX file") from None
+    return locations
+
+
+@dataclass
+class Prediction:
+    outputs: dict[str, np.ndarray]
+    labels: list[list[tuple[str, float]]] | None  # top-k (label, score) per sample, for classifiers
+
+
+class Bundle:
+    def __init__(self, directory: Path, manifest: Any, keep: Any = None) -> None:
+        self.directory = directory
+        self.manifest = manifest
+        self._keep = keep  # the temporary directory of an extracted archive
+        self._runtime: Any = None
+
+    @classmethod
+    def open(cls, path: str | Path) -> Bundle:
+        path = Path(path)
+        if not path.exists():
+            raise BadInputError(f"bundle {path} does not exist")
+        keep = None
+        if path.is_file():
+            keep = tempfile.TemporaryDirectory(prefix="edgekit-bundle-")
+            directory = safe_extract(path, Path(keep.name))
+        else:
+            directory = path
+        _verify_sums(directory)
+        art = Artifact.load(directory)
+        if art.kind != "bundle" or art.manifest.target is None:
+            raise ArtifactError(f"{path} is a {art.kind} artifact, not a bundle", hint="make one with edgekit package")
+        record = art.manifest.target
+        if record.model_file.endswith(".onnx"):
+            for loc in onnx_external_locations(directory / record.model_file):
+                if loc not in art.manifest.files or "/" in loc or "\\" in loc:
+                    raise ArtifactError(f"the bundle's ONNX points at external data '{loc}' outside the bundle",
+                                        hint="refusing to load it")
+        return cls(directory, art.manifest, keep)
+
+    @property
+    def io(self) -> Any:
+        return self.manifest.io
+
+    def runtime(self, threads: int | None = None) -> Any:
+        if self._runtime is None:
+            record = self.manifest.target
+            if record.name not in RUNTIMES:
+                raise BadInputError(f"bundle target '{record.name}' has no device runtime")
+            module, needs, extra = RUNTIMES[record.name]
+            if importlib.util.find_spec(needs) is None:
+                raise MissingExtraError(needs, extra, f"running this {record.name} bundle")
+            target = getattr(importlib.import_module(module), {
+                "onnxruntime": "OnnxRuntimeTarget", "openvino": "OpenVinoTarget", "tensorrt": "TensorRtTarget",
+            }[record.name])()
+            self._runtime = target.load(self.directory, record, threads=threads)
+        return self._runtime
+
+    def predict(self, inputs: dict[str, np.ndarray], top_k: int = 5) -> Prediction:
+        outputs = self.runtime().infer(inputs)
+        labels = None
+        io = self.io
+        if io.task == "classification" and io.labels:
+            logits = outputs[io.output_names[0]].astype(np.float64)
+            probs = np.exp(logits - logits.max(-1, keepdims=True))
+            probs /= probs.sum(-1, keepdims=True)
+            order = np.argsort(-probs, axis=-1)[:, :top_k]
+            labels = [[(io.labels[j] if j < len(io.labels) else str(j), float(p[j])) for j in row]
+                      for p, row in zip(probs, order, strict=True)]
+        return Prediction(outputs, labels)
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
+
+def load_inputs(paths: list[Path], io: Any) -> dict[str, np.ndarray]:
+    """.npy / .npz / image files -> model inputs (images resized and normalised per the manifest)."""
+    specs: list[InputSpec] = io.inputs
+    if all(p.suffix.lower() in IMAGE_SUFFIXES for p in paths):
+        return {specs[0].name: np.concatenate([_image(p, specs[0]) for p in paths])}
+    if len(paths) != 1:
+        raise DataError("give one .npy/.npz file, or image files", hint="stack samples into one array")
+    path = paths[0]
+    if not path.is_file():
+        raise DataError(f"input file {path} does not exist")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    if isinstance(loaded, np.ndarray):
+        if len(specs) != 1:
+            raise DataError(f"the model has {len(specs)} inputs; give an .npz with keys {', '.join(s.name for s in specs)}")
+        arrays = {specs[0].name: loaded}
+    else:
+        with loaded:
+            arrays = {k.removeprefix("x."): loaded[k] for k in loaded.files}
+        if "x" in arrays and len(specs) == 1:
+            arrays = {specs[0].name: arrays["x"]}
+    out = {}
+    for spec in specs:
+        if spec.name not in arrays:
+            raise DataError(f"{path} has no array for input '{spec.name}'")
+        arr = arrays[spec.name]
+        if arr.ndim == len(spec.dims) - 1:
+            arr = arr[None]
+        if arr.ndim != len(spec.dims) or any(isinstance(d, int) and i and arr.shape[i] != d for i, d in enumerate(spec.dims)):
+            raise DataError(f"input '{spec.name}' has shape {arr.shape}; the model expects {spec.dims}")
+        out[spec.name] = np.ascontiguousarray(arr.astype(spec.dtype))
+    return out
+
+
+def _image(path: Path, spec: InputSpec) -> np.ndarray:
+    from edgekit.data.builtin import load_image
+
+    if len(spec.dims) != 4 or not all(isinstance(d, int) for d in spec.dims[1:]):
+        raise DataError("this model does not take images", hint="give .npy/.npz inputs")
+    channels, h, w = (int(d) for d in spec.dims[1:])
+    arr = load_image(path, (h, w), channels)[None]
+    return normalise_image(arr, spec)

@@ -1,0 +1,361 @@
+"""Graph work around ONNX Runtime's quantizer: pre-processing, clean-ups, statistics, bias
+correction and SmoothQuant-style smoothing. Everything here reads and writes ONNX files.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def _load(path: Path) -> Any:
+    import onnx
+
+    return onnx.load(str(path))
+
+
+def _save(model: Any, path: Path) -> None:
+    import onnx
+
+    onnx.save(model, str(path))
+
+
+def _maps(graph: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[Any]]]:
+    inits = {t.name: t for t in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    return inits, producers, consumers
+
+
+def _drop_unused_initializers(graph: Any) -> None:
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    for t in [t for t in graph.initializer if t.name not in used]:
+        graph.initializer.remove(t)
+
+
+def preprocess(src: Path, dst: Path) -> None:
+    """ORT's quant_pre_process (shape inference, constant folding, BN folding), then: name every node
+    (exclusion is by name), drop opset imports nobody uses, and fold Gemm's beta into its bias (ORT's
+    quantizer resets beta to 1 without scaling the bias)."""
+    from onnx import numpy_helper
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quiet = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            try:
+                quant_pre_process(str(src), str(dst))
+            except Exception:  # noqa: BLE001 - ORT's symbolic shape inference raises plain Exception on some transformer graphs
+                quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+    finally:
+        logging.getLogger().setLevel(quiet)
+    model = _load(dst)
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    for i, node in enumerate(graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{i}"
+        if node.op_type == "Gemm":
+            beta = next((a for a in node.attribute if a.name == "beta"), None)
+            if beta is not None and beta.f != 1.0 and len(node.input) > 2 and node.input[2] in inits:
+                bias = numpy_helper.to_array(inits[node.input[2]]) * beta.f
+                new = numpy_helper.from_array(bias.astype(np.float32), f"{node.input[2]}__beta_folded_{i}")
+                graph.initializer.append(new)
+                node.input[2] = new.name
+                beta.f = 1.0
+    used = {n.domain for n in graph.node} | {"", "ai.onnx"}
+    keep = [o for o in model.opset_import if o.domain in used]
+    del model.opset_import[:]
+    model.opset_import.extend(keep)
+    _drop_unused_initializers(graph)
+    _save(model, dst)
+
+
+def is_transformer(path: Path) -> bool:
+    graph = _load(path).graph
+    ops = {n.op_type for n in graph.node}
+    return bool({"LayerNormalization", "Softmax"} & ops) and "MatMul" in ops
+
+
+def weighted_nodes(path: Path) -> list[tuple[str, str]]:
+    """(name, op type) of Conv/Gemm/MatMul nodes whose weight is a constant."""
+    graph = _load(path).graph
+    inits = {t.name for t in graph.initializer}
+    return [(n.name, n.op_type) for n in graph.node if n.op_type in WEIGHTED and len(n.input) > 1 and n.input[1] in inits]
+
+
+def drop_graph_output_qdq(path: Path) -> int:
+    """Keep model outputs float: remove Q -> DQ pairs that end in a graph output."""
+    model = _load(path)
+    graph = model.graph
+    _, producers, consumers = _maps(graph)
+    removed = 0
+    for out in graph.output:
+        dq = producers.get(out.name)
+        if dq is None or dq.op_type != "DequantizeLinear":
+            continue
+        q = producers.get(dq.input[0])
+        if q is None or q.op_type != "QuantizeLinear" or len(consumers.get(q.output[0], [])) != 1:
+            continue
+        src = q.input[0]
+        if len(consumers.get(src, [])) != 1:
+            continue
+        graph.node.remove(q)
+        graph.node.remove(dq)
+        for node in graph.node:
+            for k, o in enumerate(node.output):
+                if o == src:
+                    node.output[k] = out.name
+        removed += 1
+    _drop_unused_initializers(graph)
+    _save(model, path)
+    return removed
+
+
+def unquantize_excluded_inputs(path: Path, excluded: set[str]) -> int:
+    """ORT shares one Q/DQ pair among all consumers of a tensor, so an excluded node can still read a
+    quantized input; re-wire such inputs to the float tensor."""
+    model = _load(path)
+    graph = model.graph
+    inits, producers, _ = _maps(graph)
+    fixed = 0
+    for node in graph.node:
+        if node.name not in excluded:
+            continue
+        for k, name in enumerate(node.input):
+            dq = producers.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] in inits:
+                continue
+            q = producers.get(dq.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[k] = q.input[0]
+                fixed += 1
+    graph_nodes = list(graph.node)
+    _, _, consumers = _maps(graph)
+    for node in graph_nodes:  # Q/DQ pairs nobody reads any more
+        if node.op_type == "DequantizeLinear" and not consumers.get(node.output[0]) and node.output[0] not in {o.name for o in graph.output}:
+            graph.node.remove(node)
+    _, _, consumers = _maps(graph)
+    for node in list(graph.node):
+        if node.op_type == "QuantizeLinear" and not consumers.get(node.output[0]):
+            graph.node.remove(node)
+    _drop_unused_initializers(graph)
+    _save(model, path)
+    return fixed
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def tensor_stats(path: Path, tensors: dict[str, int], batches: Iterator[dict[str, np.ndarray]]) -> dict[str, dict[str, np.ndarray]]:
+    """Per-channel mean and max |x| of intermediate tensors over calibration batches.
+
+    ``tensors`` maps a tensor name to its channel axis (1 for conv inputs, -1 for matmul inputs).
+    """
+    import onnx
+    import onnxruntime as ort
+
+    model = _load(path)
+    existing = {o.name for o in model.graph.output}
+    for name in tensors:
+        if name not in existing:
+            model.graph.output.append(onnx.ValueInfoProto(name=name))
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    names = list(tensors)
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    absmax: dict[str, np.ndarray] = {}
+    for feed in batches:
+        for name, arr in zip(names, sess.run(names, feed), strict=True):
+            axis = tensors[name] % arr.ndim
+            moved = np.moveaxis(arr.astype(np.float64), axis, -1).reshape(-1, arr.shape[axis])
+            sums[name] = sums.get(name, 0) + moved.sum(0)
+            counts[name] = counts.get(name, 0) + moved.shape[0]
+            absmax[name] = np.maximum(absmax.get(name, 0), np.abs(moved).max(0))
+    return {n: {"mean": sums[n] / max(counts[n], 1), "absmax": absmax[n]} for n in names if n in sums}
+
+
+# --------------------------------------------------------------------------- bias correction
+
+
+def _dequantized_weight(graph: Any, dq: Any, inits: dict[str, Any]) -> np.ndarray | None:
+    from onnx import numpy_helper
+
+    if dq.input[0] not in inits:
+        return None
+    q = numpy_helper.to_array(inits[dq.input[0]]).astype(np.float64)
+    scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float64)
+    zp = numpy_helper.to_array(inits[dq.input[2]]).astype(np.float64) if len(dq.input) > 2 and dq.input[2] else 0.0
+    if np.ndim(scale) == 0 or np.size(scale) == 1:
+        return (q - zp) * scale
+    axis = next((a.i for a in dq.attribute if a.name == "axis"), 1) % q.ndim
+    shape = [1] * q.ndim
+    shape[axis] = -1
+    return (q - np.reshape(zp, shape)) * np.reshape(scale, shape)
+
+
+def bias_correction(qdq_path: Path, float_path: Path, batches: Iterator[dict[str, np.ndarray]]) -> dict[str, float]:
+    """Empirical bias correction: for each quantized Conv/Gemm/MatMul, subtract the expected output
+    shift its weight rounding causes, (W_q - W) · E[x], from its float bias. E[x] is measured per input
+    channel on the calibration data (through the float graph). Returns |shift| per corrected node."""
+    from onnx import numpy_helper
+
+    qmodel, fmodel = _load(qdq_path), _load(float_path)
+    graph = qmodel.graph
+    inits, producers, consumers = _maps(graph)
+    f_inits = {t.name: t for t in fmodel.graph.initializer}
+    f_nodes = {n.name: n for n in fmodel.graph.node}
+    plan: dict[str, tuple[Any, np.ndarray, str]] = {}
+    for node in graph.node:
+        if node.op_type not in WEIGHTED or node.name not in f_nodes or len(node.input) < 2:
+            continue
+        dq = producers.get(node.input[1])
+        fnode = f_nodes[node.name]
+        if dq is None or dq.op_type != "DequantizeLinear" or fnode.input[1] not in f_inits:
+            continue
+        w_q = _dequantized_weight(graph, dq, inits)
+        if w_q is None:
+            continue
+        w = numpy_helper.to_array(f_inits[fnode.input[1]]).astype(np.float64)
+        if w.shape != w_q.shape:
+            continue
+        plan[node.name] = (node, w_q - w, fnode.input[0])
+    if not plan:
+        return {}
+    axes = {inp: (1 if node.op_type in ("Conv", "ConvTranspose") else -1) for node, _, inp in plan.values()}
+    stats = tensor_stats(float_path, axes, batches)
+    shifts: dict[str, float] = {}
+    for name, (node, dw, inp) in plan.items():
+        if inp not in stats:
+            continue
+        mean = stats[inp]["mean"]
+        delta = _output_shift(node, dw, mean)
+        if delta is None:
+            continue
+        bias_name = _bias_input(node, graph, inits, consumers, delta.shape[0])
+        if bias_name is None:
+            continue
+        bias = numpy_helper.to_array(inits[bias_name]).astype(np.float64) if bias_name in inits else np.zeros_like(delta)
+        new = numpy_helper.from_array((bias - delta).astype(np.float32), f"{name}__bias_corrected")
+        graph.initializer.append(new)
+        inits[new.name] = new
+        _replace_bias(node, graph, consumers, bias_name, new.name)
+        shifts[name] = float(np.abs(delta).mean())
+    _drop_unused_initializers(graph)
+    _save(qmodel, qdq_path)
+    return shifts
+
+
+def _output_shift(node: Any, dw: np.ndarray, mean: np.ndarray) -> np.ndarray | None:
+    if node.op_type == "Conv":
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        out_ch, cin_g = dw.shape[0], dw.shape[1]
+        if mean.shape[0] != cin_g * group:
+            return None
+        per_tap = dw.reshape(out_ch, cin_g, -1).sum(-1)  # E[x] is one value per input channel
+        g_of = np.arange(out_ch) // (out_ch // group)
+        return np.array([per_tap[o] @ mean[g_of[o] * cin_g : (g_of[o] + 1) * cin_g] for o in range(out_ch)])
+    if node.op_type == "Gemm":
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        w = dw if trans_b else dw.T  # [out, in]
+        return w @ mean if w.shape[1] == mean.shape[0] else None
+    if node.op_type == "MatMul" and dw.ndim == 2 and dw.shape[0] == mean.shape[0]:
+        return mean @ dw
+    return None
+
+
+def _bias_input(node: Any, graph: Any, inits: dict[str, Any], consumers: dict[str, list[Any]], width: int) -> str | None:
+    """The float bias a node adds: Conv/Gemm input 2 (created if absent), or MatMul's following Add."""
+    from onnx import numpy_helper
+
+    if node.op_type in ("Conv", "Gemm"):
+        if len(node.input) > 2 and node.input[2]:
+            return node.input[2] if node.input[2] in inits else None
+        zero = numpy_helper.from_array(np.zeros(width, np.float32), f"{node.name}__bias_zero")
+        graph.initializer.append(zero)
+        inits[zero.name] = zero
+        while len(node.input) < 3:
+            node.input.append("")
+        node.input[2] = zero.name
+        return zero.name
+    users = consumers.get(node.output[0], [])
+    if node.op_type == "MatMul" and len(users) == 1 and users[0].op_type == "Add":
+        other = [i for i in users[0].input if i != node.output[0]]
+        if other and other[0] in inits and numpy_helper.to_array(inits[other[0]]).shape == (width,):
+            return other[0]
+    return None
+
+
+def _replace_bias(node: Any, graph: Any, consumers: dict[str, list[Any]], old: str, new: str) -> None:
+    if node.op_type in ("Conv", "Gemm"):
+        node.input[2] = new
+        return
+    add = consumers[node.output[0]][0]
+    for k, name in enumerate(add.input):
+        if name == old:
+            add.input[k] = new
+
+
+# --------------------------------------------------------------------------- SmoothQuant-style smoothing
+
+
+def smooth(path: Path, batches: Iterator[dict[str, np.ndarray]], alpha: float) -> int:
+    """Move activation outliers into the weights of MatMuls with constant weights: x W = (x / s)(s W)
+    with s_j = max|x_j|^alpha / max|W_j|^(1 - alpha). A float Mul(1/s) is inserted before each smoothed
+    input (shared by all MatMuls that read it), so the residual stream is untouched. Returns how many
+    inputs were smoothed."""
+    from onnx import helper, numpy_helper
+
+    model = _load(path)
+    graph = model.graph
+    inits, _, consumers = _maps(graph)
+    groups: dict[str, list[Any]] = {}
+    for node in graph.node:
+        if node.op_type == "MatMul" and node.input[1] in inits and node.input[0] not in inits:
+            w = numpy_helper.to_array(inits[node.input[1]])
+            if w.ndim == 2:
+                groups.setdefault(node.input[0], []).append(node)
+    if not groups:
+        return 0
+    stats = tensor_stats(path, {name: -1 for name in groups}, batches)
+    count = 0
+    for act, nodes in groups.items():
+        if act not in stats:
+            continue
+        a_max = np.maximum(stats[act]["absmax"], 1e-5)
+        weights = [numpy_helper.to_array(inits[n.input[1]]).astype(np.float64) for n in nodes]
+        w_max = np.maximum(np.max([np.abs(w).max(1) for w in weights], axis=0), 1e-5)
+        s = np.clip(a_max**alpha / w_max ** (1 - alpha), 1e-2, 1e2)
+        inv = numpy_helper.from_array((1.0 / s).astype(np.float32), f"{act}__smooth_inv")
+        graph.initializer.append(inv)
+        smoothed = f"{act}__smoothed"
+        mul = helper.make_node("Mul", [act, inv.name], [smoothed], name=f"{act}__smooth")
+        first = min(list(graph.node).index(n) for n in nodes)
+        graph.node.insert(first, mul)
+        for node, w in zip(nodes, weights, strict=True):
+            scaled = numpy_helper.from_array((w * s[:, None]).astype(np.float32), f"{node.input[1]}__smoothed_{node.name}")
+            graph.initializer.append(scaled)
+            node.input[1] = scaled.name
+            node.input[0] = smoothed
+        count += 1
+    del consumers
+    _drop_unused_initializers(graph)
+    _save(model, path)
+    return count

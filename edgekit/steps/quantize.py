@@ -1,0 +1,297 @@
+"""The ``quantize`` step: INT8 post-training quantization to one portable QDQ graph.
+
+Calibration runs once with ONNX Runtime's calibrators (minmax; percentile; entropy with TensorRT's
+2048/128 histogram, since ORT's default 128/128 returns plain minmax), then the graph is quantized
+as often as the accuracy budget needs without calibrating again. The stored graph is symmetric INT8
+(zero point 0) with per-channel weights stored as INT8 initializers, per-tensor activations and float
+biases, and is checked against TensorRT's rules. Transformer graphs keep LayerNorm / Softmax / GELU
+in float, quantize only MatMuls with constant weights, and get SmoothQuant-style smoothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import io
+import json
+import logging
+import shutil
+from collections.abc import Iterator
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit import console
+from edgekit.data import resolve_source, take
+from edgekit.errors import DataError, ModelError, require
+from edgekit.iospec import IOSpec
+from edgekit.recipe import QuantizeStep
+from edgekit.steps import Context, State
+from edgekit.steps import qdq_graph as g
+
+CNN_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Relu", "Clip", "MaxPool", "AveragePool",
+           "GlobalAveragePool", "Flatten", "Reshape"]
+TRANSFORMER_OPS = ["MatMul", "Gemm"]
+CHUNK = 32  # calibration samples per collect_data call (fixed: histogram merging depends on it)
+
+
+# --------------------------------------------------------------------------- calibration data
+
+
+def calibration_set(opts: QuantizeStep, ctx: Context, io: IOSpec) -> dict[str, np.ndarray]:
+    """``samples`` seeded train samples of the calibration source, checked against the IO spec."""
+    from edgekit.data import match_inputs
+
+    source = opts.calibration or ctx.data
+    batch = resolve_source(source)("train")
+    x, _ = take(batch, opts.samples, seed=opts.seed)
+    n = next(iter(x.values())).shape[0]
+    if n < opts.min_samples:
+        raise DataError(f"calibration data '{source}' has {n} samples; at least {opts.min_samples} are needed",
+                        hint="give more samples, or lower min_samples in the recipe")
+    return match_inputs(x, io, where=f"calibration data '{source}'")
+
+
+def chunks(x: dict[str, np.ndarray], size: int = CHUNK) -> Iterator[dict[str, np.ndarray]]:
+    n = next(iter(x.values())).shape[0]
+    for i in range(0, n, size):
+        yield {k: np.ascontiguousarray(v[i : i + size]) for k, v in x.items()}
+
+
+class _Reader:
+    """ONNX Runtime's CalibrationDataReader over one chunk."""
+
+    def __init__(self, feed: dict[str, np.ndarray]) -> None:
+        self.feeds = [feed]
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return self.feeds.pop() if self.feeds else None
+
+    def rewind(self) -> None:  # pragma: no cover - part of ORT's protocol
+        return None
+
+
+def calibrate(model: Path, x: dict[str, np.ndarray], opts: QuantizeStep, ops: list[str], work: Path) -> Any:
+    """Activation ranges from ORT's calibrators, collected chunk by chunk (bounded memory)."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, create_calibrator
+
+    symmetric = opts.profile == "portable"
+    method, extra = {
+        "minmax": (CalibrationMethod.MinMax, {"symmetric": symmetric}),
+        "percentile": (CalibrationMethod.Percentile, {"num_bins": 2048, "percentile": opts.percentile, "symmetric": symmetric}),
+        "entropy": (CalibrationMethod.Entropy, {"num_bins": opts.entropy_bins, "num_quantized_bins": 128}),
+    }[opts.method]
+
+    class Reader(_Reader, CalibrationDataReader):
+        pass
+
+    with redirect_stdout(io.StringIO()):  # ORT's calibrators print progress to stdout (which --json owns)
+        calibrator = create_calibrator(model, ops, augmented_model_path=str(work / "augmented.onnx"),
+                                       calibrate_method=method, extra_options=extra)
+        for feed in chunks(x):
+            calibrator.collect_data(Reader(feed))
+        ranges = calibrator.compute_data()
+    del calibrator
+    return ranges
+
+
+# --------------------------------------------------------------------------- quantize with fixed ranges
+
+
+def select(patterns: list[str], nodes: list[tuple[str, str]]) -> set[str]:
+    """Node names matched by names, glob patterns or op types."""
+    chosen: set[str] = set()
+    for pattern in patterns:
+        hits = {n for n, op in nodes if n == pattern or op == pattern or fnmatch.fnmatchcase(n, pattern)}
+        if not hits:
+            raise ModelError(f"quantize: '{pattern}' matches no node name, pattern or op type",
+                             hint=f"nodes look like {', '.join(n for n, _ in nodes[:3])}")
+        chosen |= hits
+    return chosen
+
+
+def quantize_graph(pre: Path, out: Path, ranges: Any, exclude: set[str], ops: list[str], opts: QuantizeStep,
+                   overrides: dict[str, Any], transformer: bool) -> None:
+    from onnxruntime.quantization import QDQQuantizer, QuantType
+    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
+
+    portable = opts.profile == "portable"
+    extra: dict[str, Any] = {
+        "ActivationSymmetric": portable,
+        "WeightSymmetric": True,
+        "QuantizeBias": False,  # TensorRT: biases stay float
+        "QDQDisableWeightAdjustForInt32Bias": True,  # else ORT inflates weight scales for a bias it never quantizes
+        "QDQOpTypePerChannelSupportToAxis": {"MatMul": -1},
+        "MatMulConstBOnly": transformer,
+        "TensorQuantOverrides": overrides,
+    }
+    model = load_model_with_shape_infer(pre)
+    quiet = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)
+    try:
+        quantizer = QDQQuantizer(model, True, False, QuantType.QInt8,
+                                 QuantType.QInt8 if portable else QuantType.QUInt8,
+                                 copy.deepcopy(ranges), [], sorted(exclude), ops, extra)
+        quantizer.quantize_model()
+    finally:
+        logging.getLogger().setLevel(quiet)
+    quantizer.model.save_model_to_file(str(out), False)
+    g.drop_graph_output_qdq(out)
+    g.unquantize_excluded_inputs(out, exclude)
+
+
+def _overrides(opts: QuantizeStep, nodes: list[tuple[str, str]], pre: Path) -> tuple[set[str], dict[str, Any]]:
+    """Per-layer overrides: ``skip`` keeps a layer in float; ``activation_range`` fixes its input range."""
+    skip: set[str] = set()
+    tq: dict[str, Any] = {}
+    if not opts.overrides:
+        return skip, tq
+    graph = g._load(pre).graph
+    by_name = {n.name: n for n in graph.node}
+    for pattern, override in opts.overrides.items():
+        hit = select([pattern], nodes)
+        if override.skip:
+            skip |= hit
+        if override.activation_range is not None:
+            lo, hi = override.activation_range
+            for name in hit:
+                tq[by_name[name].input[0]] = [{"rmin": np.float32(lo), "rmax": np.float32(hi)}]
+    return skip, tq
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _evaluate(model: Path, x: dict[str, np.ndarray], y: np.ndarray | None, io: IOSpec, ref: np.ndarray) -> tuple[float, float]:
+    """(task metric on val, MSE of outputs vs the float graph) for one candidate graph."""
+    from edgekit.evaluate import predict_onnx
+    from edgekit.metrics import task_metric
+
+    out = predict_onnx(model, x)
+    _, value = task_metric(io, out, y, ref)
+    return float(value if value is not None else 0.0), float(((out - ref) ** 2).mean())
+
+
+# --------------------------------------------------------------------------- the step
+
+
+def run(state: State, opts: QuantizeStep, ctx: Context) -> State:
+    require("onnxruntime", "onnxruntime", "INT8 quantization")
+    require("onnx", "full", "INT8 quantization")
+    from edgekit.evaluate import predict_onnx, split_inputs
+    from edgekit.steps.qdq_check import assert_tensorrt_portable
+
+    work = ctx.scratch("quantize")
+    fp32 = _float_graph(state, ctx, work)
+    pre = work / "pre.onnx"
+    g.preprocess(fp32, pre)
+    transformer = g.is_transformer(pre)
+    x_cal = calibration_set(opts, ctx, state.io)
+    smoothed = 0
+    if transformer and opts.smooth_quant in (True, "auto"):
+        smoothed = g.smooth(pre, chunks(x_cal), opts.smooth_alpha)
+    elif opts.smooth_quant is True:
+        smoothed = g.smooth(pre, chunks(x_cal), opts.smooth_alpha)
+    ops = TRANSFORMER_OPS if transformer else CNN_OPS
+    nodes = g.weighted_nodes(pre)
+    if not nodes:
+        raise ModelError("the graph has no Conv/Gemm/MatMul with constant weights to quantize")
+    all_nodes = [(n.name, n.op_type) for n in g._load(pre).graph.node]
+    ignored = select(opts.ignore, all_nodes)
+    skip, overrides = _overrides(opts, all_nodes, pre)
+    console.info(f"  calibrating: {opts.method} on {next(iter(x_cal.values())).shape[0]} samples"
+                 f"{', transformer graph (MatMul/Gemm only)' if transformer else ''}"
+                 f"{f', {smoothed} inputs smoothed' if smoothed else ''}")
+    ranges = calibrate(pre, x_cal, opts, ops, work)
+
+    x_val, y_val = split_inputs(ctx.data, "val", state.io)
+    ref_val = predict_onnx(pre, x_val)
+    float_metric, _ = _evaluate(pre, x_val, y_val, state.io, ref_val)
+
+    def make(exclude: set[str], path: Path) -> tuple[float, float]:
+        quantize_graph(pre, path, ranges, exclude, ops, opts, overrides, transformer)
+        if opts.bias_correction:
+            g.bias_correction(path, pre, chunks(x_cal))
+        return _evaluate(path, x_val, y_val, state.io, ref_val)
+
+    base_exclude = ignored | skip
+    candidate = work / "int8.onnx"
+    metric, mse = make(base_exclude, candidate)
+    console.info(f"  INT8 val {state.io.task == 'classification' and 'top-1' or 'score'}: {metric:.4f} "
+                 f"(float {float_metric:.4f}, drop {float_metric - metric:+.4f})")
+    fallback: list[dict[str, Any]] = []
+    budget = None
+    if opts.max_accuracy_drop is not None:
+        budget_info = _fit_budget(make, nodes, base_exclude, float_metric, metric, mse, opts.max_accuracy_drop, work)
+        fallback, best_path, metric = budget_info["fallback"], budget_info["path"], budget_info["metric"]
+        if best_path != candidate:
+            shutil.copyfile(best_path, candidate)
+        budget = {"max_accuracy_drop": opts.max_accuracy_drop, "float_val": float_metric, "int8_val": metric,
+                  "plain_int8_val": budget_info["plain"], "met": float_metric - metric <= opts.max_accuracy_drop + 1e-12,
+                  "fallback": fallback}
+        if not budget["met"]:
+            budget["explanation"] = (f"even with {len(fallback)} layer(s) in float the val metric is {metric:.4f}, "
+                                     f"{float_metric - metric:.4f} below float (budget {opts.max_accuracy_drop})")
+    if opts.profile == "portable":
+        assert_tensorrt_portable(candidate)
+    note = {
+        "method": opts.method, "samples": int(next(iter(x_cal.values())).shape[0]), "calibration": opts.calibration or ctx.data,
+        "profile": opts.profile, "tensorrt_portable": opts.profile == "portable", "transformer": transformer,
+        "smoothed_inputs": smoothed, "bias_correction": opts.bias_correction, "float_val": float_metric, "int8_val": metric,
+        "float_layers": sorted(base_exclude | {f["node"] for f in fallback}),
+        "quantized_layers": len(nodes) - len(base_exclude & {n for n, _ in nodes}) - len(fallback),
+    }
+    notes: dict[str, Any] = {"quantize": note}
+    if budget is not None:
+        notes["budget"] = budget
+    (work / "ranges.json").write_text(json.dumps({k: [float(v.range_value[0]), float(v.range_value[1])]
+                                                  for k, v in ranges.data.items()}, indent=0))
+    return State(module=state.module, spec=state.spec, io=state.io, onnx=candidate, quantized=True, notes=notes)
+
+
+def _float_graph(state: State, ctx: Context, work: Path) -> Path:
+    """The current float ONNX graph: the state's, or a fresh export of its (pruned / distilled) module."""
+    if state.onnx is not None:
+        return state.onnx
+    from edgekit.checkpoint import sample_inputs
+    from edgekit.export import export_onnx
+
+    path = work / "float.onnx"
+    state.io, _ = export_onnx(state.module, state.io, path, sample_inputs(state.io, ctx.data or None))
+    return path
+
+
+def _fit_budget(make: Any, nodes: list[tuple[str, str]], base_exclude: set[str], float_metric: float, metric: float,
+                mse: float, budget: float, work: Path) -> dict[str, Any]:
+    """Keep the most sensitive layers in float until the val drop fits the budget.
+
+    Sensitivity of a layer = what the val metric gains (then how much output error falls) when only
+    that layer stays float. Layers are added to the float set in that order; the best graph seen is
+    kept whether or not the budget is met.
+    """
+    plain = metric
+    best = {"path": work / "int8.onnx", "metric": metric, "fallback": [], "plain": plain}
+    if float_metric - metric <= budget:
+        return best
+    console.info(f"  budget {budget} missed (drop {float_metric - metric:.4f}); ranking {len(nodes)} layers by sensitivity")
+    candidates = [n for n, _ in nodes if n not in base_exclude]
+    scores = []
+    for name in candidates:
+        m, e = make(base_exclude | {name}, work / "probe.onnx")
+        scores.append((m - metric, mse - e, name))
+    scores.sort(key=lambda s: (-s[0], -s[1]))
+    exclude = set(base_exclude)
+    fallback: list[dict[str, Any]] = []
+    for gain, err_drop, name in scores:
+        exclude.add(name)
+        path = work / f"fallback-{len(fallback) + 1}.onnx"
+        m, _ = make(exclude, path)
+        fallback.append({"node": name, "sensitivity": float(gain), "mse_reduction": float(err_drop), "val_after": float(m)})
+        console.info(f"    float: {name} (alone +{gain:.4f}) -> val {m:.4f}")
+        if m > best["metric"] or (float_metric - m <= budget and best["metric"] < m + 1e-12):
+            best = {"path": path, "metric": m, "fallback": list(fallback), "plain": plain}
+        if float_metric - m <= budget:
+            return {"path": path, "metric": m, "fallback": list(fallback), "plain": plain}
+    return best
