@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgekit-installed
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: install demo test lint typecheck bench bench-smoke stubs clean
+.PHONY: install demo test lint typecheck bench bench-smoke stubs clean wheelhouse
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP)
+# The wheelhouse (edgekit's wheel + the light runtime's dependencies) lets a test install edgekit on
+# a "device" venv without torch, offline.
+wheelhouse: $(STAMP)
+	$(BIN)/python -m pip wheel --quiet --disable-pip-version-check -w wheelhouse -c constraints.txt '.[onnxruntime,openvino]'
+
+test: $(STAMP) wheelhouse
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
@@ -40,4 +45,4 @@ stubs: $(STAMP)
 	$(BIN)/python tools/make_trt_stubs.py --from $(VENV)/trt-stubs
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) build dist wheelhouse *.egg-info

@@ -79,6 +79,11 @@ def plan(art: Artifact, target: str, precision: str | None = None, device: str |
             f"{art.path} is an INT8 (QDQ) artifact; build it with --precision int8",
             hint="build the parent artifact for float precisions",
         )
+    if info.name == "tensorrt" and art.manifest.metrics.get("quantize", {}).get("tensorrt_portable") is False:
+        raise BadInputError(
+            f"{art.path} was quantized with the cpu profile (asymmetric U8), which TensorRT cannot take",
+            hint="compress with the portable profile (recipe int8) for TensorRT",
+        )
     if hint not in ("latency", "throughput"):
         raise BadInputError(f"unknown hint '{hint}'", hint="latency or throughput")
     if shapes:

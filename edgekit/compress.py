@@ -8,7 +8,9 @@ keeps the best artifact (``metrics.budget_met = false``) and is exit 3.
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -108,23 +110,37 @@ def compress(art: Artifact, recipe_name: str, *, calib: str | None = None, out: 
         console.info(f"dry run: recipe '{recipe.name}' on {art.path}: recipe, data, IO spec and export are ok")
         return None
     out = out or art.path / recipe.name
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and rank > 0:  # under torchrun: every rank trains, rank 0 alone writes the artifact
+        with tempfile.TemporaryDirectory(prefix="edgekit-rank-") as scratch:
+            _run_steps(art, recipe, data, Path(scratch) / "out")
+        return None
     check_output(out, overwrite)
-    root = art.root()
+    return _finish(art, recipe, recipe_path, data, out, overwrite)
+
+
+def _run_steps(art: Artifact, recipe: Recipe, data: str, tmp: Path) -> tuple[State, list[dict[str, Any]], dict[str, Any]]:
+    from edgekit.checkpoint import load_module
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    module = load_module(art) if art.manifest.model is not None else None
+    state = State(module=module, spec=art.manifest.model, io=art.io, onnx=art.onnx_path)
+    ctx = Context(parent=art, root=art.root(), data=data, workdir=tmp)
+    report = [measure("input", state, ctx)]
+    notes: dict[str, Any] = {}
+    for i, step in enumerate(recipe.steps):
+        ctx.step_index = i
+        console.info(f"step {i + 1}/{len(recipe.steps)}: {step.kind}")
+        state = STEPS[step.kind](state, step, ctx)
+        notes.update(state.notes)
+        report.append(measure(step.kind, state, ctx))
+    return state, report, notes
+
+
+def _finish(art: Artifact, recipe: Recipe, recipe_path: Path, data: str, out: Path, overwrite: bool) -> Artifact:
     console.info(f"compressing {art.path} with recipe '{recipe.name}' ({' -> '.join(s.kind for s in recipe.steps)})")
     with staging(out, overwrite) as tmp:
-        from edgekit.checkpoint import load_module
-
-        module = load_module(art) if art.manifest.model is not None else None
-        state = State(module=module, spec=art.manifest.model, io=art.io, onnx=art.onnx_path)
-        ctx = Context(parent=art, root=root, data=data, workdir=tmp)
-        report = [measure("input", state, ctx)]
-        notes: dict[str, Any] = {}
-        for i, step in enumerate(recipe.steps):
-            ctx.step_index = i
-            console.info(f"step {i + 1}/{len(recipe.steps)}: {step.kind}")
-            state = STEPS[step.kind](state, step, ctx)
-            notes.update(state.notes)
-            report.append(measure(step.kind, state, ctx))
+        state, report, notes = _run_steps(art, recipe, data, tmp)
         files = _write_model(state, tmp, data)
         shutil.rmtree(tmp / ".work", ignore_errors=True)
         metrics = _metrics(report, notes, tmp, state)

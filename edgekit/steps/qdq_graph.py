@@ -359,3 +359,33 @@ def smooth(path: Path, batches: Iterator[dict[str, np.ndarray]], alpha: float) -
     _drop_unused_initializers(graph)
     _save(model, path)
     return count
+
+
+def fallback_groups(path: Path, quantized_ops: list[str]) -> dict[str, set[str]]:
+    """For each weighted node, the nodes to keep in float with it: the quantizable non-weighted ops on
+    its input path back to the previous weighted op (Relu, Add, pooling...) and the activation right
+    after it. Falling back a Conv alone would leave the clipped activation Q/DQ around it in place."""
+    graph = _load(path).graph
+    inits, producers, consumers = _maps(graph)
+    quantizable = set(quantized_ops) - set(WEIGHTED)
+    groups: dict[str, set[str]] = {}
+    for node in graph.node:
+        if node.op_type not in WEIGHTED or len(node.input) < 2 or node.input[1] not in inits:
+            continue
+        group = {node.name}
+        stack = [node.input[0]]
+        seen: set[str] = set()
+        while stack:
+            tensor = stack.pop()
+            prod = producers.get(tensor)
+            if prod is None or prod.name in seen or prod.op_type in WEIGHTED:
+                continue
+            seen.add(prod.name)
+            if prod.op_type in quantizable:
+                group.add(prod.name)
+            stack.extend(i for i in prod.input if i and i not in inits)
+        for user in consumers.get(node.output[0], []):
+            if user.op_type in ("Relu", "Clip") and user.op_type in quantizable:
+                group.add(user.name)
+        groups[node.name] = group
+    return groups

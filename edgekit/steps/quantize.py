@@ -224,7 +224,9 @@ def run(state: State, opts: QuantizeStep, ctx: Context) -> State:
     fallback: list[dict[str, Any]] = []
     budget = None
     if opts.max_accuracy_drop is not None:
-        budget_info = _fit_budget(make, nodes, base_exclude, float_metric, metric, mse, opts.max_accuracy_drop, work)
+        groups = g.fallback_groups(pre, ops)
+        limit = max(1, int(len(groups) * opts.max_fallback_fraction))
+        budget_info = _fit_budget(make, groups, base_exclude, float_metric, metric, mse, opts.max_accuracy_drop, work, limit)
         fallback, best_path, metric = budget_info["fallback"], budget_info["path"], budget_info["metric"]
         if best_path != candidate:
             shutil.copyfile(best_path, candidate)
@@ -232,7 +234,8 @@ def run(state: State, opts: QuantizeStep, ctx: Context) -> State:
                   "plain_int8_val": budget_info["plain"], "met": float_metric - metric <= opts.max_accuracy_drop + 1e-12,
                   "fallback": fallback}
         if not budget["met"]:
-            budget["explanation"] = (f"even with {len(fallback)} layer(s) in float the val metric is {metric:.4f}, "
+            budget["explanation"] = (f"with {len(fallback)} of {len(groups)} layers in float (the most max_fallback_fraction "
+                                     f"{opts.max_fallback_fraction} allows) the val metric is {metric:.4f}, "
                                      f"{float_metric - metric:.4f} below float (budget {opts.max_accuracy_drop})")
     if opts.profile == "portable":
         assert_tensorrt_portable(candidate)
@@ -241,14 +244,19 @@ def run(state: State, opts: QuantizeStep, ctx: Context) -> State:
         "profile": opts.profile, "tensorrt_portable": opts.profile == "portable", "transformer": transformer,
         "smoothed_inputs": smoothed, "bias_correction": opts.bias_correction, "float_val": float_metric, "int8_val": metric,
         "float_layers": sorted(base_exclude | {f["node"] for f in fallback}),
-        "quantized_layers": len(nodes) - len(base_exclude & {n for n, _ in nodes}) - len(fallback),
+        "float_nodes": sorted(base_exclude | {n for f in fallback for n in f["nodes"]}),
+        "quantized_layers": len({n for n, _ in nodes} - base_exclude - {f["node"] for f in fallback}),
     }
     notes: dict[str, Any] = {"quantize": note}
     if budget is not None:
         notes["budget"] = budget
-    (work / "ranges.json").write_text(json.dumps({k: [float(v.range_value[0]), float(v.range_value[1])]
-                                                  for k, v in ranges.data.items()}, indent=0))
+    (work / "ranges.json").write_text(json.dumps(range_table(ranges), indent=0))
     return State(module=state.module, spec=state.spec, io=state.io, onnx=candidate, quantized=True, notes=notes)
+
+
+def range_table(ranges: Any) -> dict[str, tuple[float, float]]:
+    """{tensor: (low, high)} from ORT's TensorsData."""
+    return {k: (float(np.ravel(v.range_value[0])[0]), float(np.ravel(v.range_value[1])[0])) for k, v in ranges.data.items()}
 
 
 def _float_graph(state: State, ctx: Context, work: Path) -> Path:
@@ -263,8 +271,8 @@ def _float_graph(state: State, ctx: Context, work: Path) -> Path:
     return path
 
 
-def _fit_budget(make: Any, nodes: list[tuple[str, str]], base_exclude: set[str], float_metric: float, metric: float,
-                mse: float, budget: float, work: Path) -> dict[str, Any]:
+def _fit_budget(make: Any, groups: dict[str, set[str]], base_exclude: set[str], float_metric: float, metric: float,
+                mse: float, budget: float, work: Path, limit: int) -> dict[str, Any]:
     """Keep the most sensitive layers in float until the val drop fits the budget.
 
     Sensitivity of a layer = what the val metric gains (then how much output error falls) when only
@@ -275,20 +283,21 @@ def _fit_budget(make: Any, nodes: list[tuple[str, str]], base_exclude: set[str],
     best = {"path": work / "int8.onnx", "metric": metric, "fallback": [], "plain": plain}
     if float_metric - metric <= budget:
         return best
-    console.info(f"  budget {budget} missed (drop {float_metric - metric:.4f}); ranking {len(nodes)} layers by sensitivity")
-    candidates = [n for n, _ in nodes if n not in base_exclude]
+    candidates = [n for n in groups if n not in base_exclude]
+    console.info(f"  budget {budget} missed (drop {float_metric - metric:.4f}); ranking {len(candidates)} layers by sensitivity")
     scores = []
     for name in candidates:
-        m, e = make(base_exclude | {name}, work / "probe.onnx")
+        m, e = make(base_exclude | groups[name], work / "probe.onnx")
         scores.append((m - metric, mse - e, name))
     scores.sort(key=lambda s: (-s[0], -s[1]))
     exclude = set(base_exclude)
     fallback: list[dict[str, Any]] = []
-    for gain, err_drop, name in scores:
-        exclude.add(name)
+    for gain, err_drop, name in scores[:limit]:
+        exclude |= groups[name]
         path = work / f"fallback-{len(fallback) + 1}.onnx"
         m, _ = make(exclude, path)
-        fallback.append({"node": name, "sensitivity": float(gain), "mse_reduction": float(err_drop), "val_after": float(m)})
+        fallback.append({"node": name, "nodes": sorted(groups[name]), "sensitivity": float(gain),
+                         "mse_reduction": float(err_drop), "val_after": float(m)})
         console.info(f"    float: {name} (alone +{gain:.4f}) -> val {m:.4f}")
         if m > best["metric"] or (float_metric - m <= budget and best["metric"] < m + 1e-12):
             best = {"path": path, "metric": m, "fallback": list(fallback), "plain": plain}

@@ -115,3 +115,13 @@ def concat_grouped(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
 
 def rigid(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
     return RigidNet(num_classes, in_channels)
+
+
+def tokens(split: str) -> tuple[dict[str, np.ndarray], None]:
+    """Unlabelled token batches for the tiny transformer: ids with a padded tail (mask 0)."""
+    rng = np.random.default_rng({"train": 10, "val": 11, "test": 12}[split])
+    n, t = 200, 32
+    ids = rng.integers(1, 1000, size=(n, t)).astype(np.int64)
+    lengths = rng.integers(8, t + 1, size=n)
+    mask = (np.arange(t)[None, :] < lengths[:, None]).astype(np.int64)
+    return {"input_ids": ids * mask, "attention_mask": mask}, None

@@ -1,0 +1,199 @@
+"""INT8: accuracy, one portable graph on two runtimes, calibration methods, bias correction, budgets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from edgekit.artifact import Artifact
+from edgekit.compress import compress
+from edgekit.steps.qdq_check import check_file
+
+from ..conftest import assert_user_error, run_cli
+
+
+@pytest.fixture(scope="session")
+def int8_art(digits_ckpt: Artifact) -> Artifact:
+    art = compress(digits_ckpt, "int8", overwrite=True)
+    assert art is not None
+    return art
+
+
+def _runtime_preds(art: Artifact, target: str, x: np.ndarray) -> np.ndarray:
+    from edgekit.build import build, run_batched
+    from edgekit.targets.catalog import CATALOG, load_target
+
+    built = build(art, target, "int8")
+    assert built is not None and built.manifest.target is not None
+    rt = load_target(CATALOG[target]).load(built.path, built.manifest.target, threads=2)  # type: ignore[attr-defined]
+    return run_batched(rt, {"input": x}, 64)["output"]
+
+
+def test_int8_digits_accuracy_and_cross_runtime_agreement(int8_art: Artifact, digits_ckpt: Artifact) -> None:
+    from edgekit.data import resolve_source
+
+    full = digits_ckpt.manifest.metrics["test"]["top1"]
+    assert int8_art.manifest.quantized
+    assert int8_art.manifest.metrics["test"]["top1"] >= full - 0.003
+    x, y = resolve_source("digits")("test")
+    ort_out = _runtime_preds(int8_art, "onnxruntime", x["input"])
+    ov_out = _runtime_preds(int8_art, "openvino", x["input"])
+    assert (ort_out.argmax(1) == ov_out.argmax(1)).mean() >= 0.995
+    for out in (ort_out, ov_out):
+        assert (out.argmax(1) == y).mean() >= full - 0.003
+
+
+def test_qdq_graph_is_portable_and_int8(int8_art: Artifact, digits_ckpt: Artifact) -> None:
+    path = int8_art.path / "model.onnx"
+    assert check_file(path) == []
+    model = onnx.load(str(path))
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    weight_dqs = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    assert weight_dqs and all(inits[n.input[0]].dtype == np.int8 for n in weight_dqs)
+    assert all(np.all(inits[n.input[2]] == 0) for n in model.graph.node if n.op_type == "QuantizeLinear")
+    assert int8_art.manifest.files["model.onnx"].size < 0.4 * digits_ckpt.manifest.files["model.onnx"].size
+    assert int8_art.manifest.metrics["quantize"]["tensorrt_portable"] is True
+
+
+def test_u8_rewrite_is_exact(int8_art: Artifact, tmp_path: Path) -> None:
+    """The onnxruntime build's S8 -> U8 (zero point 128) re-expression changes no value."""
+    from edgekit.targets.onnxruntime import OrtRuntime, rewrite_s8_activations_to_u8
+
+    src = int8_art.path / "model.onnx"
+    n = rewrite_s8_activations_to_u8(src, tmp_path / "u8.onnx")
+    assert n > 0
+    x = {"input": np.random.default_rng(0).random((16, 1, 8, 8), dtype=np.float32)}
+    a = OrtRuntime(src, ["CPUExecutionProvider"], 1, optimization="disabled").infer(x)["output"]
+    b = OrtRuntime(tmp_path / "u8.onnx", ["CPUExecutionProvider"], 1, optimization="disabled").infer(x)["output"]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_calibration_methods_really_differ(digits_ckpt: Artifact, tmp_path: Path) -> None:
+    from edgekit.recipe import QuantizeStep
+    from edgekit.steps import Context
+    from edgekit.steps.qdq_graph import preprocess
+    from edgekit.steps.quantize import CNN_OPS, calibrate, calibration_set, range_table
+
+    pre = tmp_path / "pre.onnx"
+    preprocess(digits_ckpt.path / "model.onnx", pre)
+    ctx = Context(parent=digits_ckpt, root=digits_ckpt, data="digits", workdir=tmp_path)
+    ranges = {}
+    for method in ("minmax", "entropy", "percentile"):
+        opts = QuantizeStep(kind="quantize", method=method, samples=128)
+        x = calibration_set(opts, ctx, digits_ckpt.io)
+        r = calibrate(pre, x, opts, CNN_OPS, tmp_path)
+        ranges[method] = range_table(r)
+    names = sorted(ranges["minmax"])
+    differ = {m: sum(ranges[m][n] != ranges["minmax"][n] for n in names) for m in ("entropy", "percentile")}
+    assert differ["entropy"] >= len(names) // 2, differ
+    assert differ["percentile"] >= len(names) // 2, differ
+    # percentile and entropy clip: never wider than the observed min/max
+    for m in ("entropy", "percentile"):
+        assert all(ranges[m][n][1] <= ranges["minmax"][n][1] + 1e-6 for n in names)
+
+
+def test_bias_correction_reduces_output_shift(digits_ckpt: Artifact, tmp_path: Path) -> None:
+    """With bias correction the INT8 model's mean output error per class is smaller."""
+    from edgekit.data import resolve_source
+    from edgekit.evaluate import predict_onnx
+
+    shifts = {}
+    x, _ = resolve_source("digits")("val")
+    ref = predict_onnx(digits_ckpt.path / "model.onnx", x)
+    for bc in (True, False):
+        recipe = tmp_path / f"bc{bc}.yaml"
+        recipe.write_text(f"name: bc{int(bc)}\nsteps:\n  - kind: quantize\n    method: minmax\n    bias_correction: {str(bc).lower()}\n")
+        art = compress(digits_ckpt, str(recipe), out=tmp_path / f"out{bc}")
+        assert art is not None
+        out = predict_onnx(art.path / "model.onnx", x)
+        shifts[bc] = float(np.abs((out - ref).mean(0)).mean())
+    assert shifts[True] < shifts[False], shifts
+
+
+def test_budget_fallback_then_holds(digits_ckpt: Artifact, tmp_path: Path) -> None:
+    """A budget that plain INT8 misses triggers fallback; the report names the layers and their cost."""
+    recipe = tmp_path / "tight.yaml"
+    recipe.write_text("name: tight\nsteps:\n  - kind: quantize\n    method: percentile\n    percentile: 93\n"
+                      "    max_accuracy_drop: 0.005\n")
+    res = run_cli("compress", str(digits_ckpt.path), "--recipe", str(recipe), "--out", str(tmp_path / "t"), "--json",
+                  cwd=tmp_path)
+    assert res.code == 0, res.err
+    budget = json.loads(res.out)["metrics"]["budget"]
+    assert budget["float_val"] - budget["plain_int8_val"] > 0.005, "plain INT8 must miss the budget first"
+    assert budget["met"] and budget["float_val"] - budget["int8_val"] <= 0.005
+    assert budget["fallback"] and all({"node", "sensitivity", "val_after"} <= set(f) for f in budget["fallback"])
+
+
+def test_impossible_budget_exits_3_and_keeps_best(digits_ckpt: Artifact, tmp_path: Path) -> None:
+    recipe = tmp_path / "impossible.yaml"
+    recipe.write_text("name: impossible\nsteps:\n  - kind: quantize\n    method: percentile\n    percentile: 51\n"
+                      "    max_accuracy_drop: 0.0\n")
+    res = run_cli("compress", str(digits_ckpt.path), "--recipe", str(recipe), "--out", str(tmp_path / "i"), cwd=tmp_path)
+    assert res.code == 3, res.err
+    assert "budget missed" in res.err and "Traceback" not in res.err
+    art = Artifact.load(tmp_path / "i")
+    assert art.manifest.metrics["budget_met"] is False
+
+
+def test_cpu_profile_is_u8_and_not_tensorrt_portable(digits_ckpt: Artifact, tmp_path: Path) -> None:
+    art = compress(digits_ckpt, "int8-cpu", out=tmp_path / "cpu")
+    assert art is not None and art.manifest.metrics["quantize"]["tensorrt_portable"] is False
+    assert {v.rule for v in check_file(art.path / "model.onnx")} & {"int8", "zero-point"}
+    res = run_cli("build", str(art.path), "--target", "trt", cwd=tmp_path)
+    assert_user_error(res, "cpu profile")
+
+
+def test_shipped_calibration_set(digits_ckpt: Artifact, tmp_path: Path) -> None:
+    res = run_cli("compress", str(digits_ckpt.path), "--recipe", "int8", "--calib", "digits-calib", "--out",
+                  str(tmp_path / "c"), "--json", cwd=tmp_path)
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["metrics"]["quantize"]["calibration"] == "digits-calib"
+
+
+@pytest.mark.parametrize(
+    ("setup", "needle"),
+    [
+        ("few", "at least 32 are needed"),
+        ("shape", "has shape"),
+        ("dtype", "has dtype"),
+        ("nan", "NaN"),
+    ],
+)
+def test_bad_calibration_inputs(digits_ckpt: Artifact, tmp_path: Path, setup: str, needle: str) -> None:
+    rng = np.random.default_rng(0)
+    if setup == "few":
+        x = rng.random((10, 1, 8, 8), dtype=np.float32)
+    elif setup == "shape":
+        x = rng.random((64, 1, 6, 6), dtype=np.float32)
+    elif setup == "dtype":
+        x = np.array([["a"] * 64] * 64).reshape(64, 1, 8, 8)
+    else:
+        x = rng.random((64, 1, 8, 8), dtype=np.float32)
+        x[::4, 0, 0, 0] = np.nan  # in every split
+    np.savez(tmp_path / "calib.npz", x=x)
+    res = run_cli("compress", str(digits_ckpt.path), "--recipe", "int8", "--calib", f"npz:{tmp_path / 'calib.npz'}",
+                  "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert_user_error(res, needle)
+    assert not (tmp_path / "o").exists()
+
+
+def test_transformer_int8_keeps_norms_float(tmp_path: Path) -> None:
+    from edgekit.importer import import_model
+
+    root = import_model("tiny_transformer", data="userzoo:tokens", out=tmp_path / "tt")
+    art = compress(root, "int8", out=tmp_path / "tt-int8")
+    assert art is not None
+    note = art.manifest.metrics["quantize"]
+    assert note["transformer"] and note["smoothed_inputs"] > 0
+    model = onnx.load(str(art.path / "model.onnx"))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        if node.op_type in ("LayerNormalization", "Softmax", "Erf"):
+            assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in node.input), node.name
+    assert art.manifest.metrics["test"]["cosine"] >= 0.99
+    assert check_file(art.path / "model.onnx") == []
