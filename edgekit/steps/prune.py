@@ -161,23 +161,27 @@ def run(state: State, opts: PruneStep, ctx: Context) -> State:
     example = _example(state.io, train_x)
     check_runs(model, example)
     macs0, params0 = _macs_params(model, example)
-    ignored = _head_layer(model, example) + _keep(model, opts.keep)
     attn = attention_modules(model)
     num_heads = {lin: int(getattr(block, info[0])) for block, info in attn.items() for lin in info[1]}
+    qkv = list(num_heads)
+    ignored = [m for m in _protected(model, example, state.io) if m not in num_heads] + _keep(model, opts.keep)
     importance = _importance(opts.importance)
+    ratio = float(opts.target_macs_ratio if opts.target_macs_ratio is not None else opts.target_params_ratio or 0.5)
+    history: list[Any] = []
+    if num_heads and opts.heads:
+        history += _prune_heads(model, example, importance, num_heads, ignored, min(ratio, opts.max_pruning_ratio))
     pruner = tp.pruner.BasePruner(
         model, example, importance=importance, global_pruning=opts.global_pruning,
         pruning_ratio=opts.max_pruning_ratio, max_pruning_ratio=opts.max_pruning_ratio, iterative_steps=100,
-        ignored_layers=ignored, round_to=opts.round_to, num_heads=num_heads,
-        prune_num_heads=bool(num_heads) and opts.heads, prune_head_dims=not opts.heads,
-        head_pruning_ratio=opts.max_pruning_ratio if num_heads and opts.heads else 0.0,
+        ignored_layers=ignored + (qkv if opts.heads else []), round_to=opts.round_to,
+        num_heads=num_heads if not opts.heads else {}, prune_num_heads=False, prune_head_dims=not opts.heads,
         forward_fn=_forward_fn,
     )
     metric_full, full = (macs0, "MACs") if opts.target_macs_ratio is not None else (params0, "params")
-    ratio = float(opts.target_macs_ratio if opts.target_macs_ratio is not None else opts.target_params_ratio or 0.5)
+    macs_now, params_now = _macs_params(model, example)
     stages = [metric_full * (1.0 - ratio * (k + 1) / opts.iterative_steps) for k in range(opts.iterative_steps)]
     done = 0
-    current = metric_full
+    current = macs_now if full == "MACs" else params_now
     for k, target in enumerate(stages):
         while current > target and done < 100:
             if opts.importance == "taylor":
@@ -201,13 +205,51 @@ def run(state: State, opts: PruneStep, ctx: Context) -> State:
         console.warn(f"prune reached {current / metric_full:.1%} of the full {full}, short of the target "
                      f"{1 - ratio:.0%}: the remaining layers are at max_pruning_ratio or kept")
     check_runs(model, example)
-    history = [[name, bool(is_out), [int(i) for i in idxs]] for name, is_out, idxs in pruner.pruning_history()]
+    history += pruner.pruning_history()
+    history = [[name, bool(is_out), [int(i) for i in idxs]] for name, is_out, idxs in history]
     spec = state.spec.model_copy(update={"pruning": [*(state.spec.pruning or []), *history]})
     macs1, params1 = _macs_params(model, example)
     note = {"macs_before": macs0, "macs_after": macs1, "params_before": params0, "params_after": params1,
             "macs_ratio": macs1 / macs0, "params_ratio": params1 / params0}
     console.info(f"  pruned: MACs {macs0:,} -> {macs1:,} ({macs1 / macs0:.1%}), params {params0:,} -> {params1:,}")
     return State(module=model, spec=spec, io=state.io, onnx=None, notes={"prune": note})
+
+
+def _protected(model: nn.Module, example: tuple[torch.Tensor, ...], io: IOSpec) -> list[nn.Module]:
+    """Layers whose output width is the model's output: the classifier head; for an embedding model,
+    every layer writing the embedding width (the residual stream), so the embedding keeps its size."""
+    from edgekit.torchutil import first_output
+
+    if io.task != "embedding":
+        return _head_layer(model, example)
+    with torch.no_grad():
+        width = first_output(model(*example)).shape[-1]
+    return [m for m in model.modules()
+            if isinstance(m, nn.Linear | nn.Conv2d) and getattr(m, "out_features", getattr(m, "out_channels", None)) == width]
+
+
+def _prune_heads(model: nn.Module, example: tuple[torch.Tensor, ...], importance: Any, num_heads: dict[nn.Module, int],
+                 ignored: list[nn.Module], ratio: float) -> list[Any]:
+    """Remove whole attention heads in one step (at least one head stays in every block).
+
+    Done apart from the width pruning: Torch-Pruning's iterative head schedule removes a head at
+    every step once the target ratio is above zero, so heads get one step of their own.
+    """
+    import torch_pruning as tp
+
+    ratio = min(ratio, 1 - 1 / min(num_heads.values()))
+    if ratio <= 0:
+        return []
+    pruner = tp.pruner.BasePruner(  # a ratio for the q/k/v projections only: nothing else changes here
+        model, example, importance=importance, pruning_ratio=0.0, pruning_ratio_dict={m: ratio for m in num_heads},
+        iterative_steps=1, ignored_layers=ignored, num_heads=dict(num_heads),
+        prune_num_heads=True, prune_head_dims=False, head_pruning_ratio=ratio, forward_fn=_forward_fn,
+    )
+    pruner.step()
+    fix_attention(model)
+    heads = [int(getattr(b, info[0])) for b, info in attention_modules(model).items()]
+    console.info(f"  attention heads per block after pruning: {heads}")
+    return list(pruner.pruning_history())
 
 
 def _taylor_grads(model: nn.Module, x: dict[str, np.ndarray], y: np.ndarray | None, io: IOSpec) -> None:

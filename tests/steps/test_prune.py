@@ -92,3 +92,50 @@ def test_prune_on_onnx_only_root_is_exit_2(tmp_path: Path, digits_ckpt: Artifact
     for recipe in ("prune50", "distill"):
         res = run_cli("compress", "runs/o", "--recipe", recipe, cwd=tmp_path)
         assert res.code == 2 and "needs a torch module" in res.err, res.err
+
+
+@pytest.mark.parametrize(("importance", "global_pruning"), [("l1", False), ("taylor", False), ("bn_scale", True), ("l2", True)])
+def test_importance_and_global_options(importance: str, global_pruning: bool, digits_ckpt: Artifact, tmp_path: Path) -> None:
+    from edgekit.checkpoint import load_module
+
+    state = State(module=load_module(digits_ckpt), spec=digits_ckpt.manifest.model, io=digits_ckpt.io, onnx=None)
+    new = run(state, PruneStep(kind="prune", target_macs_ratio=0.4, importance=importance, global_pruning=global_pruning,
+                               iterative_steps=1), _ctx(digits_ckpt, tmp_path))
+    assert new.notes["prune"]["macs_ratio"] <= 0.62
+    channels = [m.out_channels for m in new.module.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(c % 8 == 0 for c in channels), channels  # round_to 8
+
+
+def test_params_target_and_keep(digits_ckpt: Artifact, tmp_path: Path) -> None:
+    from edgekit.checkpoint import load_module
+
+    state = State(module=load_module(digits_ckpt), spec=digits_ckpt.manifest.model, io=digits_ckpt.io, onnx=None)
+    new = run(state, PruneStep(kind="prune", target_params_ratio=0.3, keep=["stem.*"], iterative_steps=1),
+              _ctx(digits_ckpt, tmp_path))
+    assert new.notes["prune"]["params_ratio"] <= 0.72
+    assert new.module.stem[0].out_channels == state.module.stem[0].out_channels
+
+
+def test_transformer_heads_are_pruned_whole(tmp_path: Path) -> None:
+    from edgekit.importer import import_model
+    from edgekit.steps.prune import attention_modules
+
+    root = import_model("tiny_transformer", data="userzoo:tokens", out=tmp_path / "tt")
+    from edgekit.checkpoint import load_module
+
+    state = State(module=load_module(root), spec=root.manifest.model, io=root.io, onnx=None)
+    ctx = Context(parent=root, root=root, data="userzoo:tokens", workdir=tmp_path)
+    new = run(state, PruneStep(kind="prune", target_params_ratio=0.3, iterative_steps=1), ctx)
+    blocks = attention_modules(new.module)
+    assert blocks and all(1 <= b.num_heads < 4 for b in blocks)
+    for b in blocks:
+        assert b.query.out_features == b.num_heads * b.head_dim
+    assert new.module.layers[0].intermediate.out_features < 512  # FFN width pruned too
+    ids = torch.randint(0, 1000, (2, 16))
+    mask = torch.ones_like(ids)
+    assert new.module(ids, mask).shape == (2, 128)  # the embedding keeps its width
+    from edgekit.models import build
+
+    rebuilt = build(new.spec, root.io)  # replays the recorded history on a fresh module
+    rebuilt.load_state_dict(new.module.state_dict())
+    torch.testing.assert_close(rebuilt(ids, mask), new.module(ids, mask))
