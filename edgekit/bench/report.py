@@ -210,6 +210,7 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
 def plot(report: BenchReport, path: Path) -> None:
     """Accuracy vs latency (p50, smallest batch), one point per variant x target, Pareto front marked."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -227,12 +228,21 @@ def plot(report: BenchReport, path: Path) -> None:
         ax.scatter(x, y * 100, marker=markers.get(r.target, "o"), s=70, color=color,
                    edgecolors="black" if i in front else "none", linewidths=1.5, zorder=3)
         ax.annotate(f"{r.variant}/{r.target}/{r.precision or r.precision_requested}", (x, y * 100),
-                    textcoords="offset points", xytext=(6, 4), fontsize=8)
+                    textcoords="offset points", xytext=(6, 4 - 11 * (i % 4)), fontsize=8)  # staggered: ties overlap
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker=markers.get(t, "o"), linestyle="", color="gray", label=t)
+               for t in dict.fromkeys(r.target for r in rows)]
+    handles += [Line2D([], [], marker="s", linestyle="", color="tab:blue", label="full model"),
+                Line2D([], [], marker="s", linestyle="", color="tab:orange", label="compressed")]
     if front:
         pts = sorted((xs[i], ys[i] * 100) for i in front)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "--", color="gray", zorder=2, label="Pareto front")
-        ax.legend(loc="lower right")
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "--", color="gray", zorder=2)
+        handles.append(Line2D([], [], linestyle="--", color="gray", marker="o", markerfacecolor="none",
+                              markeredgecolor="black", label="Pareto front"))
+    ax.legend(handles=handles, loc="best", fontsize=8)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel(f"latency p50 (ms, batch {batch}, log scale)")
     ax.set_ylabel(("accuracy" if use_acc else "agreement with full model") + " (%)")
     ax.set_title(f"{Path(report.config.artifact).name}: accuracy vs latency")

@@ -81,7 +81,10 @@ def seeded_split(n: int, split: str, fractions: tuple[float, float] = (0.6, 0.2)
 
 def resolve_source(spec: str | None) -> Source:
     """``digits`` | ``npz:PATH`` | ``idx:DIR`` | ``images:DIR`` | ``package.module:function``."""
-    spec = spec or "digits"
+    if spec is None:
+        spec = "digits"
+    if not spec.strip():
+        raise DataError("empty data source", hint="use digits, npz:PATH, idx:DIR, images:DIR or package.module:function")
     from edgekit.data import builtin
 
     if spec == "digits":

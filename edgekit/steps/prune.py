@@ -204,6 +204,9 @@ def run(state: State, opts: PruneStep, ctx: Context) -> State:
     if current > stages[-1] * 1.02:
         console.warn(f"prune reached {current / metric_full:.1%} of the full {full}, short of the target "
                      f"{1 - ratio:.0%}: the remaining layers are at max_pruning_ratio or kept")
+    elif current < stages[-1] - 0.05 * metric_full:
+        console.warn(f"prune overshot: {current / metric_full:.1%} of the full {full} kept (target {1 - ratio:.0%}); "
+                     f"channels go in steps of round_to={opts.round_to}, coarse for narrow layers (lower round_to)")
     check_runs(model, example)
     history += pruner.pruning_history()
     history = [[name, bool(is_out), [int(i) for i in idxs]] for name, is_out, idxs in history]

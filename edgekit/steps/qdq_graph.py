@@ -389,3 +389,41 @@ def fallback_groups(path: Path, quantized_ops: list[str]) -> dict[str, set[str]]
                 group.add(user.name)
         groups[node.name] = group
     return groups
+
+
+# consumers an activation Q/DQ pair is worth keeping for (quantized ops TensorRT and the CPU kernels fuse)
+KEEP_FOR = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Relu", "Clip", "MaxPool", "AveragePool",
+            "GlobalAveragePool", "Flatten", "Reshape", "Concat", "QuantizeLinear", "DequantizeLinear"}
+
+
+def float_consumers_read_float(path: Path) -> int:
+    """A float op (Shape, HardSigmoid, a squeeze-excite Mul, a fallback layer...) reading a DQ output
+    gets the float tensor instead, and pairs nobody quantized reads any more are removed: a float
+    region is entered once, not through a Q/DQ round trip per op (and TensorRT's placement rules hold)."""
+    model = _load(path)
+    graph = model.graph
+    inits, producers, consumers = _maps(graph)
+    outputs = {o.name for o in graph.output}
+    rewired = 0
+    for dq in [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] not in inits]:
+        q = producers.get(dq.input[0])
+        if q is None or q.op_type != "QuantizeLinear":
+            continue
+        for user in consumers.get(dq.output[0], []):
+            if user.op_type in KEEP_FOR:
+                continue
+            for k, name in enumerate(user.input):
+                if name == dq.output[0]:
+                    user.input[k] = q.input[0]
+                    rewired += 1
+    _, _, consumers = _maps(graph)
+    for dq in [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] not in inits]:
+        if not consumers.get(dq.output[0]) and dq.output[0] not in outputs:
+            graph.node.remove(dq)
+    _, _, consumers = _maps(graph)
+    for q in [n for n in graph.node if n.op_type == "QuantizeLinear"]:
+        if not consumers.get(q.output[0]):
+            graph.node.remove(q)
+    _drop_unused_initializers(graph)
+    _save(model, path)
+    return rewired

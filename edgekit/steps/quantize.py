@@ -140,6 +140,7 @@ def quantize_graph(pre: Path, out: Path, ranges: Any, exclude: set[str], ops: li
     quantizer.model.save_model_to_file(str(out), False)
     g.drop_graph_output_qdq(out)
     g.unquantize_excluded_inputs(out, exclude)
+    g.float_consumers_read_float(out)
 
 
 def _overrides(opts: QuantizeStep, nodes: list[tuple[str, str]], pre: Path) -> tuple[set[str], dict[str, Any]]:
@@ -206,7 +207,10 @@ def run(state: State, opts: QuantizeStep, ctx: Context) -> State:
                  f"{f', {smoothed} inputs smoothed' if smoothed else ''}")
     ranges = calibrate(pre, x_cal, opts, ops, work)
 
-    x_val, y_val = split_inputs(ctx.data, "val", state.io)
+    eval_source = ctx.data or opts.calibration  # a model imported without data: judge on the calibration set
+    if not eval_source:
+        raise DataError("the quantize step needs calibration data", hint="pass --calib SOURCE")
+    x_val, y_val = split_inputs(eval_source, "val", state.io)
     ref_val = predict_onnx(pre, x_val)
     float_metric, _ = _evaluate(pre, x_val, y_val, state.io, ref_val)
 

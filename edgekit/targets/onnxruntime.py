@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import shutil
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
@@ -24,6 +24,8 @@ PROVIDERS = {
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
+# ONNX Runtime's CPU kernels: u8 activations x s8 weights, Relu folded into the quantizer
+CPU_INT8_REWRITES = ("fold_relu_pairs", "nonnegative_to_u8", "s8_to_u8")
 GPU_HINT = "pip install onnxruntime-gpu (in place of onnxruntime) on a machine with an NVIDIA GPU and CUDA"
 
 
@@ -73,9 +75,11 @@ class OnnxRuntimeTarget:
 
     def build(self, onnx_path: Path, quantized: bool, opts: BuildOptions, out: Path) -> Built:
         model = out / "model.onnx"
-        rewritten = 0
+        rewritten: dict[str, int] = {}
         if opts.precision == "int8" and opts.device == "cpu":
-            rewritten = rewrite_s8_activations_to_u8(onnx_path, model)
+            from edgekit.targets.qdq_rewrite import rewrite
+
+            rewritten = rewrite(onnx_path, model, CPU_INT8_REWRITES)
         elif opts.precision == "fp16":
             _to_fp16(onnx_path, model)
         else:
@@ -94,10 +98,9 @@ class OnnxRuntimeTarget:
             precision=opts.precision,
             runtime_version=importlib.metadata.version("onnxruntime"),
             model_file="model.onnx",
-            options={"providers": PROVIDERS[opts.device], "graph_optimization_level": "all",
-                     "u8_activations": rewritten},
+            options={"providers": PROVIDERS[opts.device], "graph_optimization_level": "all", "rewrites": rewritten},
         )
-        return Built(record, ["model.onnx"], {"u8_rewritten_activations": rewritten} if rewritten else {})
+        return Built(record, ["model.onnx"], {"rewrites": rewritten} if rewritten else {})
 
     def load(self, directory: Path, record: TargetRecord, threads: int | None = None) -> OrtRuntime:
         return OrtRuntime(directory / record.model_file, list(record.options.get("providers", PROVIDERS["cpu"])), threads)
@@ -109,44 +112,3 @@ def _to_fp16(src: Path, dst: Path) -> None:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(dst))
-
-
-def rewrite_s8_activations_to_u8(src: Path, dst: Path) -> int:
-    """Give every symmetric S8 activation Q/DQ pair a U8 zero point of 128; returns how many.
-
-    Exact: clamp(round(x/s), -128, 127) + 128 == clamp(round(x/s) + 128, 0, 255), and DQ subtracts
-    the same 128. Weight DQs (INT8 initializers) keep S8, which is what the u8s8 kernels want.
-    """
-    require("onnx", "full", "the INT8 build for onnxruntime")
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(src))
-    graph = model.graph
-    inits = {t.name: t for t in graph.initializer}
-    consumers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    u8_zero: dict[str, str] = {}
-    count = 0
-    for node in list(graph.node):
-        if node.op_type != "QuantizeLinear" or len(node.input) < 3 or node.input[0] in inits:
-            continue
-        zp = inits.get(node.input[2])
-        if zp is None:
-            continue
-        arr = numpy_helper.to_array(zp)
-        if arr.dtype != np.int8 or np.any(arr != 0):
-            continue
-        if zp.name not in u8_zero:
-            new = numpy_helper.from_array(np.full(arr.shape, 128, dtype=np.uint8), f"{zp.name}__u8")
-            graph.initializer.append(new)
-            u8_zero[zp.name] = new.name
-        node.input[2] = u8_zero[zp.name]
-        for dq in consumers.get(node.output[0], []):
-            if dq.op_type == "DequantizeLinear" and len(dq.input) >= 3:
-                dq.input[2] = u8_zero[zp.name]
-        count += 1
-    onnx.save(model, str(dst))
-    return count

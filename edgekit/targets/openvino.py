@@ -94,10 +94,20 @@ class OpenVinoTarget:
         self.check_precision(opts.device, opts.precision)
         failures = (ov_errors.OpConversionFailure, ov_errors.GeneralFailure, ov_errors.NotImplementedFailure,
                     ov_errors.OpValidationFailure, RuntimeError)
+        rewrites: dict[str, int] = {}
+        source = onnx_path
+        if opts.precision == "int8" and opts.device.upper() == "CPU":
+            from edgekit.targets.qdq_rewrite import rewrite
+
+            source = out / ".rewritten.onnx"
+            rewrites = rewrite(onnx_path, source, ("fold_relu_pairs", "nonnegative_to_u8"))  # u8 x s8 oneDNN kernels
         try:
-            model = ov.convert_model(str(onnx_path))
+            model = ov.convert_model(str(source))
         except failures as exc:
             raise compile_failure("openvino", exc, onnx_path) from None
+        finally:
+            if source != onnx_path:
+                source.unlink(missing_ok=True)
         ov.save_model(model, str(out / "model.xml"), compress_to_fp16=False)
         record = TargetRecord(
             name=self.name,
@@ -106,7 +116,7 @@ class OpenVinoTarget:
             precision=opts.precision,
             runtime_version=ov.get_version().split("-")[0],
             model_file="model.xml",
-            options={"hint": opts.hint, "inference_precision": INFERENCE_PRECISION[opts.precision]},
+            options={"hint": opts.hint, "inference_precision": INFERENCE_PRECISION[opts.precision], "rewrites": rewrites},
         )
         runtime = OvRuntime(out / "model.xml", record)
         ran = runtime.precision

@@ -227,6 +227,12 @@ class TensorRtTarget:
         builder = trt.Builder(logger)
         network = builder.create_network(0)  # TensorRT 10: explicit batch always
         parser = trt.OnnxParser(network, logger)
+        if quantized:  # fewer requantizations, same values (see edgekit.targets.qdq_rewrite)
+            from edgekit.targets.qdq_rewrite import rewrite
+
+            lowered = out / ".lowered.onnx"
+            rewrite(onnx_path, lowered, ("fold_relu_pairs",))
+            onnx_path = lowered
         if not parser.parse_from_file(str(onnx_path)):
             raise ModelError(f"TensorRT cannot parse the ONNX graph: {parser_errors(parser)}",
                              hint="the op named may need a newer TensorRT or a plugin")
@@ -256,6 +262,8 @@ class TensorRtTarget:
         if plan is None:
             raise ModelError("TensorRT could not build an engine for this graph (see its log above)")
         (out / "model.engine").write_bytes(bytes(plan))
+        if quantized:
+            onnx_path.unlink(missing_ok=True)
         files = ["model.engine"]
         final_cache = config.get_timing_cache()
         if final_cache is not None:

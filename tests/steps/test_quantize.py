@@ -60,17 +60,35 @@ def test_qdq_graph_is_portable_and_int8(int8_art: Artifact, digits_ckpt: Artifac
     assert int8_art.manifest.metrics["quantize"]["tensorrt_portable"] is True
 
 
-def test_u8_rewrite_is_exact(int8_art: Artifact, tmp_path: Path) -> None:
-    """The onnxruntime build's S8 -> U8 (zero point 128) re-expression changes no value."""
-    from edgekit.targets.onnxruntime import OrtRuntime, rewrite_s8_activations_to_u8
+@pytest.mark.parametrize("steps", [("s8_to_u8",), ("fold_relu_pairs",), ("fold_relu_pairs", "s8_to_u8")])
+def test_exact_rewrites_change_no_value(int8_art: Artifact, tmp_path: Path, steps: tuple[str, ...]) -> None:
+    """Build-time re-expressions that claim exactness give identical outputs on the reference kernels."""
+    from edgekit.targets.onnxruntime import OrtRuntime
+    from edgekit.targets.qdq_rewrite import rewrite
 
     src = int8_art.path / "model.onnx"
-    n = rewrite_s8_activations_to_u8(src, tmp_path / "u8.onnx")
-    assert n > 0
+    counts = rewrite(src, tmp_path / "r.onnx", steps)
+    assert all(n > 0 for n in counts.values()), counts
     x = {"input": np.random.default_rng(0).random((16, 1, 8, 8), dtype=np.float32)}
     a = OrtRuntime(src, ["CPUExecutionProvider"], 1, optimization="disabled").infer(x)["output"]
-    b = OrtRuntime(tmp_path / "u8.onnx", ["CPUExecutionProvider"], 1, optimization="disabled").infer(x)["output"]
+    b = OrtRuntime(tmp_path / "r.onnx", ["CPUExecutionProvider"], 1, optimization="disabled").infer(x)["output"]
     np.testing.assert_array_equal(a, b)
+
+
+def test_nonnegative_u8_matches_within_calibrated_range(int8_art: Artifact, tmp_path: Path) -> None:
+    """U8 zero-point-0 for Relu outputs: same values on real data (in the calibrated range)."""
+    from edgekit.data import resolve_source
+    from edgekit.targets.onnxruntime import OrtRuntime
+    from edgekit.targets.qdq_rewrite import rewrite
+
+    src = int8_art.path / "model.onnx"
+    counts = rewrite(src, tmp_path / "r.onnx", ("fold_relu_pairs", "nonnegative_to_u8", "s8_to_u8"))
+    assert counts["nonnegative_to_u8"] > 0
+    x = {"input": resolve_source("digits")("test")[0]["input"][:64]}
+    a = OrtRuntime(src, ["CPUExecutionProvider"], 1, optimization="disabled").infer(x)["output"]
+    b = OrtRuntime(tmp_path / "r.onnx", ["CPUExecutionProvider"], 1, optimization="disabled").infer(x)["output"]
+    assert (a.argmax(1) == b.argmax(1)).all()
+    assert np.abs(a - b).max() <= 0.05 * np.abs(a).max()
 
 
 def test_calibration_methods_really_differ(digits_ckpt: Artifact, tmp_path: Path) -> None:

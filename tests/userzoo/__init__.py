@@ -125,3 +125,18 @@ def tokens(split: str) -> tuple[dict[str, np.ndarray], None]:
     lengths = rng.integers(8, t + 1, size=n)
     mask = (np.arange(t)[None, :] < lengths[:, None]).astype(np.int64)
     return {"input_ids": ids * mask, "attention_mask": mask}, None
+
+
+class Noisy(nn.Module):
+    """Adds fresh noise on every call: its ONNX export cannot match torch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) + torch.rand_like(self.fc(x))
+
+
+def noisy() -> nn.Module:
+    return Noisy()

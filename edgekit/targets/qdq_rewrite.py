@@ -1,0 +1,158 @@
+"""Build-time re-expressions of the portable QDQ graph for a target's kernels (DESIGN.md §4).
+
+The stored graph is symmetric INT8 with zero point 0, which TensorRT needs. CPU kernels prefer
+other encodings of the same numbers:
+
+- ``fold_relu_pairs`` (exact): ``Q(s,z) -> DQ -> Relu -> Q(s,z)`` equals ``Relu -> Q(s,z)``, because
+  rounding, clamping and Relu commute when both quantizers share scale and zero point. It removes
+  a requantization per layer.
+- ``nonnegative_to_u8`` (exact up to the saturation point): an activation produced by Relu is never
+  negative, so its S8 zero-point-0 quantizer uses only 0..127; as U8 with zero point 0 and the same
+  scale it gives the same values, and saturates at 255*s instead of 127*s (only values above the
+  calibrated range differ, and they come out closer to float). This is what oneDNN and ONNX
+  Runtime's u8 x s8 kernels want, and it lets ONNX Runtime fold the Relu into the quantizer.
+- ``s8_to_u8`` (exact): any other S8 activation with scale s and zero point 0 is a U8 one with scale
+  s and zero point 128. Weights stay S8.
+
+Every build that uses them is parity-checked against the stored graph on ONNX Runtime's reference
+kernels, and records what it rewrote.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import require
+
+
+def _maps(graph: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[Any]]]:
+    inits = {t.name: t for t in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    return inits, producers, consumers
+
+
+def _array(inits: dict[str, Any], name: str) -> np.ndarray | None:
+    from onnx import numpy_helper
+
+    return numpy_helper.to_array(inits[name]) if name in inits else None
+
+
+def _same_qparams(inits: dict[str, Any], a: Any, b: Any) -> bool:
+    sa, sb = _array(inits, a.input[1]), _array(inits, b.input[1])
+    za = _array(inits, a.input[2]) if len(a.input) > 2 else None
+    zb = _array(inits, b.input[2]) if len(b.input) > 2 else None
+    if sa is None or sb is None or za is None or zb is None:
+        return False
+    return sa.shape == sb.shape and bool(np.array_equal(sa, sb)) and za.dtype == zb.dtype and bool(np.array_equal(za, zb))
+
+
+def fold_relu_pairs(model: Any) -> int:
+    """Q(s,z) -> DQ -> Relu -> Q(s,z)  ==>  Relu -> Q(s,z). Returns how many pairs were removed."""
+    graph = model.graph
+    inits, producers, consumers = _maps(graph)
+    outputs = {o.name for o in graph.output}
+    removed = 0
+    for relu in [n for n in graph.node if n.op_type == "Relu"]:
+        dq = producers.get(relu.input[0])
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] in inits:
+            continue
+        q = producers.get(dq.input[0])
+        after = consumers.get(relu.output[0], [])
+        if q is None or q.op_type != "QuantizeLinear" or len(after) != 1 or after[0].op_type != "QuantizeLinear":
+            continue
+        if len(consumers.get(dq.output[0], [])) != 1 or len(consumers.get(q.output[0], [])) != 1:
+            continue
+        if dq.output[0] in outputs or not _same_qparams(inits, q, after[0]):
+            continue
+        relu.input[0] = q.input[0]
+        graph.node.remove(dq)
+        graph.node.remove(q)
+        removed += 1
+    return removed
+
+
+def nonnegative_to_u8(model: Any) -> int:
+    """S8 zero-point-0 activation quantizers fed by a Relu become U8 zero-point-0 (same scale)."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits, producers, consumers = _maps(graph)
+    new_zero: dict[tuple[int, ...], str] = {}
+    count = 0
+    for q in [n for n in graph.node if n.op_type == "QuantizeLinear"]:
+        src = producers.get(q.input[0])
+        if src is None or src.op_type != "Relu" or len(q.input) < 3:
+            continue
+        zp = _array(inits, q.input[2])
+        if zp is None or zp.dtype != np.int8 or np.any(zp != 0):
+            continue
+        key = tuple(zp.shape)
+        if key not in new_zero:
+            t = numpy_helper.from_array(np.zeros(zp.shape, np.uint8), f"__edgekit_u8_zero_{len(new_zero)}")
+            graph.initializer.append(t)
+            new_zero[key] = t.name
+        q.input[2] = new_zero[key]
+        for dq in consumers.get(q.output[0], []):
+            if dq.op_type == "DequantizeLinear" and len(dq.input) > 2:
+                dq.input[2] = new_zero[key]
+        count += 1
+    return count
+
+
+def s8_to_u8(model: Any) -> int:
+    """Every remaining S8 zero-point-0 activation quantizer becomes U8 with zero point 128 (exact)."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits, _, consumers = _maps(graph)
+    u8: dict[str, str] = {}
+    count = 0
+    for q in [n for n in graph.node if n.op_type == "QuantizeLinear"]:
+        if q.input[0] in inits or len(q.input) < 3:
+            continue
+        zp = _array(inits, q.input[2])
+        if zp is None or zp.dtype != np.int8 or np.any(zp != 0):
+            continue
+        if q.input[2] not in u8:
+            t = numpy_helper.from_array(np.full(zp.shape, 128, np.uint8), f"{q.input[2]}__u8")
+            graph.initializer.append(t)
+            u8[q.input[2]] = t.name
+        name = u8[q.input[2]]
+        q.input[2] = name
+        for dq in consumers.get(q.output[0], []):
+            if dq.op_type == "DequantizeLinear" and len(dq.input) > 2:
+                dq.input[2] = name
+        count += 1
+    return count
+
+
+def _drop_unused(graph: Any) -> None:
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    for t in [t for t in graph.initializer if t.name not in used]:
+        graph.initializer.remove(t)
+    produced = {o for n in graph.node for o in n.output}
+    for vi in [v for v in graph.value_info if v.name not in produced]:
+        graph.value_info.remove(vi)
+    q_out = {n.output[0] for n in graph.node if n.op_type == "QuantizeLinear"}
+    for vi in [v for v in graph.value_info if v.name in q_out]:
+        graph.value_info.remove(vi)  # their element type may have changed to uint8
+
+
+def rewrite(src: Path, dst: Path, steps: tuple[str, ...]) -> dict[str, int]:
+    """Apply the named re-expressions in order; returns how many places each changed."""
+    require("onnx", "full", "INT8 builds")
+    import onnx
+
+    fns = {"fold_relu_pairs": fold_relu_pairs, "nonnegative_to_u8": nonnegative_to_u8, "s8_to_u8": s8_to_u8}
+    model = onnx.load(str(src))
+    counts = {name: fns[name](model) for name in steps}
+    _drop_unused(model.graph)
+    onnx.save(model, str(dst))
+    return counts
