@@ -1,0 +1,1 @@
+"""edgekit benchmarks: `python benchmarks/run.py` (see README.md)."""

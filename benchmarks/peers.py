@@ -1,0 +1,51 @@
+"""Peer tools beside edgekit: NNCF's own post-training INT8 for OpenVINO.
+
+The peer gets the same FP32 graph (the checkpoint's ``model.onnx``), the same 300 calibration
+samples from the train split, and is compiled with the same OpenVINO settings as edgekit's builds
+(see ``common.OvModelRuntime``), so a row compares quantizers, not configurations.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def nncf_available() -> str | None:
+    import importlib.util
+
+    return None if importlib.util.find_spec("nncf") is not None else "nncf (pip install nncf)"
+
+
+def nncf_int8(onnx_path: Path, calib: dict[str, np.ndarray], *, transformer: bool = False,
+              subset_size: int = 300, preset: str | None = None) -> tuple[Any, float]:
+    """(quantized openvino.Model, seconds): ``nncf.quantize(ov.convert_model(onnx), dataset)``.
+
+    NNCF's defaults: the ``performance`` preset (symmetric activations, unsigned where they cannot be
+    negative) for CNNs, ``mixed`` (asymmetric activations) with ``model_type=TRANSFORMER``;
+    ``preset`` ("performance" | "mixed") overrides it."""
+    import nncf
+    import openvino as ov
+
+    nncf.set_log_level(logging.ERROR)
+    n = next(iter(calib.values())).shape[0]
+    items = [{k: np.ascontiguousarray(v[i:i + 1]) for k, v in calib.items()} for i in range(n)]
+    started = time.perf_counter()
+    model = ov.convert_model(str(onnx_path))
+    extra: dict[str, Any] = {"model_type": nncf.ModelType.TRANSFORMER} if transformer else {}
+    if preset is not None:
+        extra["preset"] = nncf.QuantizationPreset(preset)
+    quantized = nncf.quantize(model, nncf.Dataset(items), subset_size=min(subset_size, n), **extra)
+    return quantized, time.perf_counter() - started
+
+
+def calibration_samples(data: str, io: Any, samples: int = 300, seed: int = 0) -> dict[str, np.ndarray]:
+    """The samples edgekit's quantize step calibrates on: ``samples`` seeded train samples."""
+    from edgekit.data import match_inputs, resolve_source, take
+
+    x, _ = take(resolve_source(data)("train"), samples, seed=seed)
+    return match_inputs(x, io, where=f"data '{data}'")
