@@ -92,7 +92,7 @@ class QuantizeStep(StepOptions):
     ignore: list[str] = Field(default_factory=list, description="node names, glob patterns or op types kept in float")
     overrides: dict[str, LayerOverride] = Field(default_factory=dict)
     smooth_quant: bool | Literal["auto"] = "auto"  # SmoothQuant on MatMul inputs of transformer graphs
-    smooth_alpha: float = Field(default=0.5, ge=0.0, le=1.0)
+    smooth_alpha: float = Field(default=0.95, ge=0.0, le=1.0)  # NNCF's choice for transformer MatMuls
     max_accuracy_drop: float | None = Field(default=None, ge=0.0, le=1.0)
     max_fallback_fraction: float = Field(default=0.5, gt=0.0, le=1.0, description="at most this share of layers falls back")
     min_samples: int = Field(default=32, ge=1)

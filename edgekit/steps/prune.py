@@ -162,7 +162,7 @@ def run(state: State, opts: PruneStep, ctx: Context) -> State:
     check_runs(model, example)
     macs0, params0 = _macs_params(model, example)
     attn = attention_modules(model)
-    num_heads = {lin: int(getattr(block, info[0])) for block, info in attn.items() for lin in info[1]}
+    num_heads: dict[nn.Module, int] = {lin: int(getattr(block, info[0])) for block, info in attn.items() for lin in info[1]}
     qkv = list(num_heads)
     ignored = [m for m in _protected(model, example, state.io) if m not in num_heads] + _keep(model, opts.keep)
     importance = _importance(opts.importance)
@@ -266,7 +266,7 @@ def _taylor_grads(model: nn.Module, x: dict[str, np.ndarray], y: np.ndarray | No
     idx = np.random.default_rng(0).choice(len(y), size=min(256, len(y)), replace=False)
     model.zero_grad()
     out = first_output(model(*[torch.from_numpy(v[idx]) for v in x.values()]))
-    F.cross_entropy(out, torch.from_numpy(y[idx])).backward()
+    F.cross_entropy(out, torch.from_numpy(y[idx])).backward()  # type: ignore[no-untyped-call]
 
 
 def apply_structure(model: nn.Module, history: list[Any], io: IOSpec) -> None:

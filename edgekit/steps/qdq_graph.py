@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
@@ -54,14 +55,18 @@ def preprocess(src: Path, dst: Path) -> None:
 
     quiet = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)
+    cwd = os.getcwd()
+    src, dst = src.resolve(), dst.resolve()
+    os.chdir(dst.parent)  # ORT's symbolic shape inference writes temporary files into the working directory
     try:
         with warnings.catch_warnings(), redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             try:
-                quant_pre_process(str(src), str(dst))
+                quant_pre_process(str(src.resolve()), str(dst.resolve()))
             except Exception:  # noqa: BLE001 - ORT's symbolic shape inference raises plain Exception on some transformer graphs
-                quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+                quant_pre_process(str(src.resolve()), str(dst.resolve()), skip_symbolic_shape=True)
     finally:
+        os.chdir(cwd)
         logging.getLogger().setLevel(quiet)
     model = _load(dst)
     graph = model.graph
@@ -204,11 +209,11 @@ def _dequantized_weight(graph: Any, dq: Any, inits: dict[str, Any]) -> np.ndarra
     scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float64)
     zp = numpy_helper.to_array(inits[dq.input[2]]).astype(np.float64) if len(dq.input) > 2 and dq.input[2] else 0.0
     if np.ndim(scale) == 0 or np.size(scale) == 1:
-        return (q - zp) * scale
+        return np.asarray((q - zp) * scale)
     axis = next((a.i for a in dq.attribute if a.name == "axis"), 1) % q.ndim
     shape = [1] * q.ndim
     shape[axis] = -1
-    return (q - np.reshape(zp, shape)) * np.reshape(scale, shape)
+    return np.asarray((q - np.reshape(zp, shape)) * np.reshape(scale, shape))
 
 
 def bias_correction(qdq_path: Path, float_path: Path, batches: Iterator[dict[str, np.ndarray]]) -> dict[str, float]:
@@ -275,9 +280,9 @@ def _output_shift(node: Any, dw: np.ndarray, mean: np.ndarray) -> np.ndarray | N
     if node.op_type == "Gemm":
         trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
         w = dw if trans_b else dw.T  # [out, in]
-        return w @ mean if w.shape[1] == mean.shape[0] else None
+        return np.asarray(w @ mean) if w.shape[1] == mean.shape[0] else None
     if node.op_type == "MatMul" and dw.ndim == 2 and dw.shape[0] == mean.shape[0]:
-        return mean @ dw
+        return np.asarray(mean @ dw)
     return None
 
 
@@ -299,7 +304,7 @@ def _bias_input(node: Any, graph: Any, inits: dict[str, Any], consumers: dict[st
     if node.op_type == "MatMul" and len(users) == 1 and users[0].op_type == "Add":
         other = [i for i in users[0].input if i != node.output[0]]
         if other and other[0] in inits and numpy_helper.to_array(inits[other[0]]).shape == (width,):
-            return other[0]
+            return str(other[0])
     return None
 
 
@@ -427,3 +432,49 @@ def float_consumers_read_float(path: Path) -> int:
     _drop_unused_initializers(graph)
     _save(model, path)
     return rewired
+
+
+def quant_noise(path: Path, groups: dict[str, set[str]], batches: Iterator[dict[str, np.ndarray]]) -> dict[str, float]:
+    """For each fallback group, the worst noise-to-signal ratio ||DQ(Q(x)) - x||^2 / ||x||^2 among
+    the activation Q/DQ pairs it owns (on its nodes' inputs and outputs), measured in one pass: a
+    cheap sensitivity ranking when probing every layer would be slow. A pair that re-quantizes an
+    already quantized tensor (after a quantized Relu, say) measures 0; the group's other pairs speak."""
+    import onnx
+    import onnxruntime as ort
+
+    model = _load(path)
+    graph = model.graph
+    inits, producers, consumers = _maps(graph)
+    by_name = {n.name: n for n in graph.node}
+    pairs: dict[str, tuple[str, str]] = {}  # Q input tensor -> (Q input, DQ output)
+    owned: dict[str, set[str]] = {}
+    for group, members in groups.items():
+        for node in (by_name[m] for m in members if m in by_name):
+            dqs = [producers.get(i) for i in node.input if i and i not in inits]
+            qs = [user for o in node.output for user in consumers.get(o, []) if user.op_type == "QuantizeLinear"]
+            for q in [producers.get(dq.input[0]) for dq in dqs if dq is not None and dq.op_type == "DequantizeLinear"] + qs:
+                if q is None or q.op_type != "QuantizeLinear" or q.input[0] in inits:
+                    continue
+                dq = next((u for u in consumers.get(q.output[0], []) if u.op_type == "DequantizeLinear"), None)
+                if dq is not None:
+                    pairs[q.input[0]] = (q.input[0], dq.output[0])
+                    owned.setdefault(group, set()).add(q.input[0])
+    wanted = sorted({t for pair in pairs.values() for t in pair})
+    existing = {o.name for o in graph.output}
+    for t in wanted:
+        if t not in existing:
+            graph.output.append(onnx.ValueInfoProto(name=t))
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    err = dict.fromkeys(pairs, 0.0)
+    sig = dict.fromkeys(pairs, 0.0)
+    for feed in batches:
+        values = dict(zip(wanted, sess.run(wanted, feed), strict=True))
+        for key, (x, xq) in pairs.items():
+            a = values[x].astype(np.float64)
+            err[key] += float(((values[xq] - a) ** 2).sum())
+            sig[key] += float((a**2).sum())
+    ratio = {key: err[key] / max(sig[key], 1e-30) for key in pairs}
+    return {group: max((ratio[k] for k in owned.get(group, ())), default=0.0) for group in groups}

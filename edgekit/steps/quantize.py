@@ -84,7 +84,7 @@ def calibrate(model: Path, x: dict[str, np.ndarray], opts: QuantizeStep, ops: li
         "entropy": (CalibrationMethod.Entropy, {"num_bins": opts.entropy_bins, "num_quantized_bins": 128}),
     }[opts.method]
 
-    class Reader(_Reader, CalibrationDataReader):
+    class Reader(_Reader, CalibrationDataReader):  # type: ignore[misc]  # onnxruntime ships no types
         pass
 
     with redirect_stdout(io.StringIO()):  # ORT's calibrators print progress to stdout (which --json owns)
@@ -127,6 +127,10 @@ def quantize_graph(pre: Path, out: Path, ranges: Any, exclude: set[str], ops: li
         "MatMulConstBOnly": transformer,
         "TensorQuantOverrides": overrides,
     }
+    if transformer:
+        # Q/DQ on MatMul inputs only: an output feeding the float bias Add and residual gains nothing
+        # and its per-tensor range is wrecked by a few outliers (TensorRT and OpenVINO fuse input Q/DQ).
+        extra["OpTypesToExcludeOutputQuantization"] = ["MatMul", "Gemm"]
     model = load_model_with_shape_infer(pre)
     quiet = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)
@@ -230,7 +234,11 @@ def run(state: State, opts: QuantizeStep, ctx: Context) -> State:
     if opts.max_accuracy_drop is not None:
         groups = g.fallback_groups(pre, ops)
         limit = max(1, int(len(groups) * opts.max_fallback_fraction))
-        budget_info = _fit_budget(make, groups, base_exclude, float_metric, metric, mse, opts.max_accuracy_drop, work, limit)
+        def noise(path: Path, names: list[str]) -> dict[str, float]:
+            return g.quant_noise(path, {n: groups[n] for n in names}, chunks(x_val))
+
+        budget_info = _fit_budget(make, groups, base_exclude, float_metric, metric, mse, opts.max_accuracy_drop, work, limit,
+                                  noise)
         fallback, best_path, metric = budget_info["fallback"], budget_info["path"], budget_info["metric"]
         if best_path != candidate:
             shutil.copyfile(best_path, candidate)
@@ -275,24 +283,35 @@ def _float_graph(state: State, ctx: Context, work: Path) -> Path:
     return path
 
 
+PROBE_LIMIT = 16  # up to this many layers, each is probed; beyond, they are ranked by quantization noise
+
+
 def _fit_budget(make: Any, groups: dict[str, set[str]], base_exclude: set[str], float_metric: float, metric: float,
-                mse: float, budget: float, work: Path, limit: int) -> dict[str, Any]:
+                mse: float, budget: float, work: Path, limit: int, noise: Any) -> dict[str, Any]:
     """Keep the most sensitive layers in float until the val drop fits the budget.
 
     Sensitivity of a layer = what the val metric gains (then how much output error falls) when only
-    that layer stays float. Layers are added to the float set in that order; the best graph seen is
-    kept whether or not the budget is met.
+    that layer stays float. With many layers, probing each costs a quantization and an evaluation
+    apiece, so they are ranked instead by the noise-to-signal ratio of their quantized activations
+    (one pass). Layers are added to the float set in that order; the best graph seen is kept whether or
+    not the budget is met.
     """
     plain = metric
     best = {"path": work / "int8.onnx", "metric": metric, "fallback": [], "plain": plain}
     if float_metric - metric <= budget:
         return best
     candidates = [n for n in groups if n not in base_exclude]
-    console.info(f"  budget {budget} missed (drop {float_metric - metric:.4f}); ranking {len(candidates)} layers by sensitivity")
+    ranking = "probe" if len(candidates) <= PROBE_LIMIT else "noise"
+    console.info(f"  budget {budget} missed (drop {float_metric - metric:.4f}); ranking {len(candidates)} layers "
+                 f"({'probing each' if ranking == 'probe' else 'by quantization noise'})")
     scores = []
-    for name in candidates:
-        m, e = make(base_exclude | groups[name], work / "probe.onnx")
-        scores.append((m - metric, mse - e, name))
+    if ranking == "probe":
+        for name in candidates:
+            m, e = make(base_exclude | groups[name], work / "probe.onnx")
+            scores.append((m - metric, mse - e, name))
+    else:
+        ratios = noise(work / "int8.onnx", candidates)
+        scores = [(ratios.get(name, 0.0), 0.0, name) for name in candidates]
     scores.sort(key=lambda s: (-s[0], -s[1]))
     exclude = set(base_exclude)
     fallback: list[dict[str, Any]] = []
@@ -300,9 +319,9 @@ def _fit_budget(make: Any, groups: dict[str, set[str]], base_exclude: set[str], 
         exclude |= groups[name]
         path = work / f"fallback-{len(fallback) + 1}.onnx"
         m, _ = make(exclude, path)
-        fallback.append({"node": name, "nodes": sorted(groups[name]), "sensitivity": float(gain),
+        fallback.append({"node": name, "nodes": sorted(groups[name]), "ranking": ranking, "sensitivity": float(gain),
                          "mse_reduction": float(err_drop), "val_after": float(m)})
-        console.info(f"    float: {name} (alone +{gain:.4f}) -> val {m:.4f}")
+        console.info(f"    float: {name} ({ranking} {gain:.4g}) -> val {m:.4f}")
         if m > best["metric"] or (float_metric - m <= budget and best["metric"] < m + 1e-12):
             best = {"path": path, "metric": m, "fallback": list(fallback), "plain": plain}
         if float_metric - m <= budget:

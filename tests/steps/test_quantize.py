@@ -147,6 +147,24 @@ def test_budget_fallback_then_holds(digits_ckpt: Artifact, tmp_path: Path) -> No
     assert budget["fallback"] and all({"node", "sensitivity", "val_after"} <= set(f) for f in budget["fallback"])
 
 
+def test_budget_ranks_by_quantization_noise_when_layers_are_many(digits_ckpt: Artifact, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past PROBE_LIMIT layers the fallback order comes from one quantization-noise pass, and still meets the budget."""
+    from edgekit.steps import quantize
+
+    monkeypatch.setattr(quantize, "PROBE_LIMIT", 0)
+    recipe = tmp_path / "tight.yaml"
+    recipe.write_text("name: tight\nsteps:\n  - kind: quantize\n    method: percentile\n    percentile: 93\n"
+                      "    max_accuracy_drop: 0.005\n    max_fallback_fraction: 1.0\n")
+    art = compress(digits_ckpt, str(recipe), out=tmp_path / "n")
+    assert art is not None
+    budget = art.manifest.metrics["budget"]
+    assert budget["float_val"] - budget["plain_int8_val"] > 0.005 and budget["met"]
+    noise = [f["sensitivity"] for f in budget["fallback"]]
+    assert noise and all(f["ranking"] == "noise" for f in budget["fallback"])
+    assert noise == sorted(noise, reverse=True) and noise[-1] > 0  # noisiest input first
+
+
 def test_impossible_budget_exits_3_and_keeps_best(digits_ckpt: Artifact, tmp_path: Path) -> None:
     recipe = tmp_path / "impossible.yaml"
     recipe.write_text("name: impossible\nsteps:\n  - kind: quantize\n    method: percentile\n    percentile: 51\n"
@@ -200,6 +218,12 @@ def test_bad_calibration_inputs(digits_ckpt: Artifact, tmp_path: Path, setup: st
     assert not (tmp_path / "o").exists()
 
 
+def _recipe_file(tmp_path: Path, name: str, option: str) -> str:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"name: {name}\nsteps:\n  - kind: quantize\n    {option}\n")
+    return str(path)
+
+
 def test_transformer_int8_keeps_norms_float(tmp_path: Path) -> None:
     from edgekit.importer import import_model
 
@@ -213,5 +237,14 @@ def test_transformer_int8_keeps_norms_float(tmp_path: Path) -> None:
     for node in model.graph.node:
         if node.op_type in ("LayerNormalization", "Softmax", "Erf"):
             assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in node.input), node.name
+    consumers = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node.op_type)
+    matmuls = [n for n in model.graph.node if n.op_type == "MatMul"]
+    assert matmuls and all("QuantizeLinear" not in consumers.get(n.output[0], []) for n in matmuls)  # inputs only
     assert art.manifest.metrics["test"]["cosine"] >= 0.99
     assert check_file(art.path / "model.onnx") == []
+    plain = compress(root, _recipe_file(tmp_path, "nosmooth", "smooth_quant: false"), out=tmp_path / "tt-plain")
+    assert plain is not None and plain.manifest.metrics["quantize"]["smoothed_inputs"] == 0
+    assert check_file(plain.path / "model.onnx") == []  # shape-only consumers read the float tensor
