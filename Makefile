@@ -30,7 +30,11 @@ typecheck: $(STAMP)
 wheelhouse: $(STAMP)
 	$(BIN)/python -m pip wheel --quiet --disable-pip-version-check -w wheelhouse -c constraints.txt '.[onnxruntime,openvino]'
 
-test: $(STAMP) wheelhouse
+# tensorrt-stubs, unpacked beside the venv: a test regenerates typings/tensorrt from it
+$(VENV)/trt-stubs: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --target $(VENV)/trt-stubs tensorrt-stubs==10.13.0.35.1
+
+test: $(STAMP) wheelhouse $(VENV)/trt-stubs
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
@@ -40,8 +44,7 @@ bench: $(STAMP)
 
 # Regenerate typings/tensorrt from tensorrt-stubs (installed to a side folder: installed into the
 # venv it would make `import tensorrt` succeed as an empty package).
-stubs: $(STAMP)
-	$(BIN)/python -m pip install --quiet --no-deps --target $(VENV)/trt-stubs tensorrt-stubs==10.13.0.35.1
+stubs: $(VENV)/trt-stubs
 	$(BIN)/python tools/make_trt_stubs.py --from $(VENV)/trt-stubs
 
 clean:

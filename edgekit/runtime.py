@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.artifact import Artifact, ArtifactError
-from edgekit.errors import BadInputError, DataError, MissingExtraError
+from edgekit.artifact import Artifact
+from edgekit.errors import ArtifactError, BadInputError, DataError, MissingExtraError
 from edgekit.iospec import InputSpec, normalise_image
 
 MAX_BUNDLE_BYTES = 8 << 30
@@ -94,8 +94,10 @@ def _varint(buf: bytes, i: int) -> tuple[int, int]:
 
 def _fields(buf: bytes) -> list[tuple[int, Any]]:
     """Top-level protobuf fields of ``buf``: (field number, bytes for length-delimited, int otherwise)."""
-    out, i = [], 0
+    out: list[tuple[int, Any]] = []
+    i = 0
     while i < len(buf):
+        value: int | bytes
         key, i = _varint(buf, i)
         number, wire = key >> 3, key & 7
         if wire == 0:

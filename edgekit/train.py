@@ -188,7 +188,7 @@ def fit(
                 yb = y_all[idx].to(device) if y_all is not None else None
                 loss = loss_fn(net, xb, yb, idx)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]
                 opt.step()
                 if sched.last_epoch + 1 < sched.total_steps:
                     sched.step()

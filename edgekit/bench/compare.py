@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -190,7 +191,7 @@ def bench(art: Artifact, targets: list[str] | None = None, batches: list[int] | 
         timed = [Timed(f"{p.variant}/{p.target}", p.runtime, feeds) for p in live if p.runtime is not None]
         with console.progress() as bar:
             task = bar.add_task(f"timing batch {batch}", total=None, status="")
-            time_variants(timed, cfg, on_round=lambda t=task: bar.advance(t))
+            time_variants(timed, cfg, on_round=partial(bar.advance, task))
         by_plan = dict(zip([id(p) for p in live], timed, strict=True))
         base_p50 = None
         for p in plans:

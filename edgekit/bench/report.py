@@ -190,8 +190,9 @@ def markdown(report: BenchReport) -> str:
             if r.batch == batch:
                 lines.append("| " + " | ".join(c.replace("|", "/") for c in row_cells(r)) + " |")
         lines.append("")
-    for r in {(r.variant, r.target, r.status, r.reason or "", r.hint or "") for r in report.rows if r.status != "ok"}:
-        lines.append(f"- {r[0]} on {r[1]}: {r[2]}: {r[3]}" + (f" (hint: `{r[4]}`)" if r[4] else ""))
+    for variant, target, status, reason, hint in sorted(
+            {(r.variant, r.target, r.status, r.reason or "", r.hint or "") for r in report.rows if r.status != "ok"}):
+        lines.append(f"- {variant} on {target}: {status}: {reason}" + (f" (hint: `{hint}`)" if hint else ""))
     lines.append("")
     lines.append("Speedup and Δ accuracy are against the baseline row (the full model on torch eager FP32, or ONNX "
                  "Runtime FP32 for an ONNX-only model). Latency is p50 of timed runs alternating with the other rows.")

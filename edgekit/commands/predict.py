@@ -28,7 +28,7 @@ def command(bundle: str, inputs: tuple[str, ...], top_k: int, threads: int | Non
     b.runtime(threads)
     pred = b.predict(feeds, top_k=top_k)
     if out:
-        np.savez(out, **pred.outputs)
+        np.savez(out, **pred.outputs)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
     if as_json:
         result = {"bundle": bundle, "target": b.manifest.target.name, "precision": b.manifest.target.precision,
                   "predictions": [[{"label": lab, "score": s} for lab, s in row] for row in pred.labels]

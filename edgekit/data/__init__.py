@@ -11,6 +11,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -182,7 +183,7 @@ def describe(source: Source) -> IOSpec:
                 layout="NCHW" if is_image else None,
             )
         )
-    task = "classification"
+    task: Literal["classification", "embedding", "regression"] = "classification"
     label_names = source.labels
     if labels is None:
         task = "embedding"

@@ -51,7 +51,7 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.block3(self.block2(self.block1(self.stem(x))))
-        return self.fc(self.dropout(torch.flatten(self.pool(x), 1)))
+        return self.fc(self.dropout(torch.flatten(self.pool(x), 1)))  # type: ignore[no-any-return]
 
 
 class MLP(nn.Module):
@@ -92,7 +92,7 @@ class ResNet18(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        return self.fc(torch.flatten(self.avgpool(x), 1))  # type: ignore[no-any-return]
 
 
 def _make_divisible(v: float, divisor: int = 8) -> int:
@@ -129,7 +129,7 @@ class InvertedResidual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.block(x)
-        return x + out if self.use_res else out
+        return x + out if self.use_res else out  # type: ignore[no-any-return]
 
 
 # (kernel, expansion, out, squeeze-excite, hard-swish, stride) per block, as in MobileNetV3's paper.
@@ -227,4 +227,4 @@ class TinyTransformer(nn.Module):
         for layer in self.layers:
             x = layer(x, bias)
         pooled = (x * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
-        return self.head(pooled) if self.head is not None else pooled
+        return self.head(pooled) if self.head is not None else pooled  # type: ignore[no-any-return]
