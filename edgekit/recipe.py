@@ -37,7 +37,8 @@ class PruneStep(StepOptions):
     iterative_steps: int = Field(default=4, ge=1, le=100)
     finetune_epochs_per_step: int = Field(default=0, ge=0)
     keep: list[str] = Field(default_factory=list, description="module names or globs never pruned (plus the classifier head)")
-    round_to: int = Field(default=8, ge=1)
+    round_to: int | None = Field(default=None, ge=1, description="channels go in multiples of this; "
+                                 "unset: 8, or 1 where multiples of 8 would overshoot the target (narrow layers)")
     max_pruning_ratio: float = Field(default=0.9, gt=0.0, lt=1.0)
     heads: bool = True  # prune attention heads (whole heads) in transformer layers
     lr: float = Field(default=1e-3, gt=0.0)

@@ -150,42 +150,81 @@ def _macs_params(model: nn.Module, example: tuple[torch.Tensor, ...]) -> tuple[i
 
 def run(state: State, opts: PruneStep, ctx: Context) -> State:
     require("torch_pruning", "full", "structural pruning")
-    import torch_pruning as tp
-
     from edgekit.evaluate import split_inputs
 
     if state.module is None or state.spec is None:
         raise ModelError("prune needs a torch module")
-    model = copy.deepcopy(state.module).eval()
     train_x, train_y = split_inputs(ctx.data, "train", state.io)
     example = _example(state.io, train_x)
+    base = copy.deepcopy(state.module).eval()
+    check_runs(base, example)
+    macs0, params0 = _macs_params(base, example)
+    ratio = float(opts.target_macs_ratio if opts.target_macs_ratio is not None else opts.target_params_ratio or 0.5)
+    by_macs = opts.target_macs_ratio is not None
+    full = macs0 if by_macs else params0
+    what = "MACs" if by_macs else "params"
+    goal = full * (1.0 - ratio)
+    # multiples of 8 channels suit every backend's kernels, but in a 16-channel layer one step of 8 is half
+    # of it: when that overshoots the target, prune again channel by channel
+    choices = [opts.round_to] if opts.round_to is not None else [8, 1]
+    for n, round_to in enumerate(choices):
+        model, history, current = _prune(copy.deepcopy(base), example, state.io, opts, ctx, ratio,
+                                         round_to, (train_x, train_y))
+        overshoot = current < goal - 0.05 * full
+        if overshoot and n + 1 < len(choices):
+            console.info(f"  channels in multiples of {round_to} overshoot ({current / full:.1%} of the full {what}, "
+                         f"target {1 - ratio:.0%}); pruning again with round_to={choices[n + 1]}")
+            continue
+        break
+    if current > goal * 1.02:
+        console.warn(f"prune reached {current / full:.1%} of the full {what}, short of the target "
+                     f"{1 - ratio:.0%}: the remaining layers are at max_pruning_ratio or kept")
+    elif overshoot:
+        console.warn(f"prune overshot: {current / full:.1%} of the full {what} kept (target {1 - ratio:.0%}); "
+                     f"channels go in steps of round_to={round_to}, coarse for narrow layers (lower round_to)")
     check_runs(model, example)
-    macs0, params0 = _macs_params(model, example)
+    history = [[name, bool(is_out), [int(i) for i in idxs]] for name, is_out, idxs in history]
+    spec = state.spec.model_copy(update={"pruning": [*(state.spec.pruning or []), *history]})
+    macs1, params1 = _macs_params(model, example)
+    note = {"macs_before": macs0, "macs_after": macs1, "params_before": params0, "params_after": params1,
+            "macs_ratio": macs1 / macs0, "params_ratio": params1 / params0}
+    console.info(f"  pruned: MACs {macs0:,} -> {macs1:,} ({macs1 / macs0:.1%}), params {params0:,} -> {params1:,}")
+    return State(module=model, spec=spec, io=state.io, onnx=None, notes={"prune": note})
+
+
+def _prune(model: nn.Module, example: tuple[torch.Tensor, ...], io: IOSpec, opts: PruneStep, ctx: Context,
+           ratio: float, round_to: int, train: tuple[Any, Any]) -> tuple[nn.Module, list[Any], float]:
+    """One pruning pass on ``model`` (changed in place): heads first, then channels in stages, with the
+    optional fine-tune between stages. Returns the model, Torch-Pruning's history and what is left of
+    the target metric (MACs or params)."""
+    import torch_pruning as tp
+
     attn = attention_modules(model)
     num_heads: dict[nn.Module, int] = {lin: int(getattr(block, info[0])) for block, info in attn.items() for lin in info[1]}
     qkv = list(num_heads)
-    ignored = [m for m in _protected(model, example, state.io) if m not in num_heads] + _keep(model, opts.keep)
+    ignored = [m for m in _protected(model, example, io) if m not in num_heads] + _keep(model, opts.keep)
     importance = _importance(opts.importance)
-    ratio = float(opts.target_macs_ratio if opts.target_macs_ratio is not None else opts.target_params_ratio or 0.5)
+    by_macs = opts.target_macs_ratio is not None
+    macs0, params0 = _macs_params(model, example)
+    full, what = (macs0, "MACs") if by_macs else (params0, "params")
     history: list[Any] = []
     if num_heads and opts.heads:
         history += _prune_heads(model, example, importance, num_heads, ignored, min(ratio, opts.max_pruning_ratio))
     pruner = tp.pruner.BasePruner(
         model, example, importance=importance, global_pruning=opts.global_pruning,
         pruning_ratio=opts.max_pruning_ratio, max_pruning_ratio=opts.max_pruning_ratio, iterative_steps=100,
-        ignored_layers=ignored + (qkv if opts.heads else []), round_to=opts.round_to,
+        ignored_layers=ignored + (qkv if opts.heads else []), round_to=round_to,
         num_heads=num_heads if not opts.heads else {}, prune_num_heads=False, prune_head_dims=not opts.heads,
         forward_fn=_forward_fn,
     )
-    metric_full, full = (macs0, "MACs") if opts.target_macs_ratio is not None else (params0, "params")
     macs_now, params_now = _macs_params(model, example)
-    stages = [metric_full * (1.0 - ratio * (k + 1) / opts.iterative_steps) for k in range(opts.iterative_steps)]
+    current = float(macs_now if by_macs else params_now)
+    stages = [full * (1.0 - ratio * (k + 1) / opts.iterative_steps) for k in range(opts.iterative_steps)]
     done = 0
-    current = macs_now if full == "MACs" else params_now
     for k, target in enumerate(stages):
         while current > target and done < 100:
             if opts.importance == "taylor":
-                _taylor_grads(model, train_x, train_y, state.io)
+                _taylor_grads(model, *train, io)
             pruner.step()
             fix_attention(model)
             done += 1
@@ -194,28 +233,14 @@ def run(state: State, opts: PruneStep, ctx: Context) -> State:
             except (RuntimeError, ValueError, IndexError):
                 check_runs(model, example)  # names the layer that broke
                 raise
-            current = macs if full == "MACs" else params
-        console.info(f"  prune stage {k + 1}/{opts.iterative_steps}: {full} {current / metric_full:.1%} of the full model")
+            current = float(macs if by_macs else params)
+        console.info(f"  prune stage {k + 1}/{opts.iterative_steps}: {what} {current / full:.1%} of the full model")
         if opts.finetune_epochs_per_step and k + 1 < len(stages):
             from edgekit.steps.distill import finetune
 
-            finetune(model, state.io, ctx, epochs=opts.finetune_epochs_per_step, lr=opts.lr, batch_size=opts.batch_size,
+            finetune(model, io, ctx, epochs=opts.finetune_epochs_per_step, lr=opts.lr, batch_size=opts.batch_size,
                      label=f"fine-tune {k + 1}")
-    if current > stages[-1] * 1.02:
-        console.warn(f"prune reached {current / metric_full:.1%} of the full {full}, short of the target "
-                     f"{1 - ratio:.0%}: the remaining layers are at max_pruning_ratio or kept")
-    elif current < stages[-1] - 0.05 * metric_full:
-        console.warn(f"prune overshot: {current / metric_full:.1%} of the full {full} kept (target {1 - ratio:.0%}); "
-                     f"channels go in steps of round_to={opts.round_to}, coarse for narrow layers (lower round_to)")
-    check_runs(model, example)
-    history += pruner.pruning_history()
-    history = [[name, bool(is_out), [int(i) for i in idxs]] for name, is_out, idxs in history]
-    spec = state.spec.model_copy(update={"pruning": [*(state.spec.pruning or []), *history]})
-    macs1, params1 = _macs_params(model, example)
-    note = {"macs_before": macs0, "macs_after": macs1, "params_before": params0, "params_after": params1,
-            "macs_ratio": macs1 / macs0, "params_ratio": params1 / params0}
-    console.info(f"  pruned: MACs {macs0:,} -> {macs1:,} ({macs1 / macs0:.1%}), params {params0:,} -> {params1:,}")
-    return State(module=model, spec=spec, io=state.io, onnx=None, notes={"prune": note})
+    return model, history + list(pruner.pruning_history()), current
 
 
 def _protected(model: nn.Module, example: tuple[torch.Tensor, ...], io: IOSpec) -> list[nn.Module]:

@@ -100,10 +100,22 @@ def test_importance_and_global_options(importance: str, global_pruning: bool, di
 
     state = State(module=load_module(digits_ckpt), spec=digits_ckpt.manifest.model, io=digits_ckpt.io, onnx=None)
     new = run(state, PruneStep(kind="prune", target_macs_ratio=0.4, importance=importance, global_pruning=global_pruning,
-                               iterative_steps=1), _ctx(digits_ckpt, tmp_path))
+                               iterative_steps=1, round_to=8), _ctx(digits_ckpt, tmp_path))
     assert new.notes["prune"]["macs_ratio"] <= 0.62
     channels = [m.out_channels for m in new.module.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(c % 8 == 0 for c in channels), channels  # round_to 8
+
+
+def test_unset_round_to_hits_the_target_where_multiples_of_8_overshoot(digits_ckpt: Artifact, tmp_path: Path) -> None:
+    from edgekit.checkpoint import load_module
+
+    state = State(module=load_module(digits_ckpt), spec=digits_ckpt.manifest.model, io=digits_ckpt.io, onnx=None)
+    ratios = {}
+    for round_to in (8, None):
+        new = run(state, PruneStep(kind="prune", target_macs_ratio=0.5, round_to=round_to), _ctx(digits_ckpt, tmp_path))
+        ratios[round_to] = new.notes["prune"]["macs_ratio"]
+    assert ratios[8] < 0.45, ratios  # the digits CNN's 16-channel layers lose 8 at a time
+    assert 0.45 <= ratios[None] <= 0.5, ratios
 
 
 def test_params_target_and_keep(digits_ckpt: Artifact, tmp_path: Path) -> None:
