@@ -200,7 +200,7 @@ def fit(
                 score = score_fn(model)
             else:
                 score = evaluate(model, val, io, device)
-            if score > best.best_score:
+            if score >= best.best_score:  # ties go to the later epoch (one-cycle: annealed further)
                 best = FitResult({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, score, epoch + 1, best.history)
             best.history.append({"epoch": epoch + 1, "loss": total / max(count, 1), "val": score})
             bar.update(task, advance=1, status=f"loss {total / max(count, 1):.4f} val {score:.4f}")

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.targets.qdq_rewrite import graph_maps as _maps
+
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
@@ -28,16 +30,6 @@ def _save(model: Any, path: Path) -> None:
     import onnx
 
     onnx.save(model, str(path))
-
-
-def _maps(graph: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[Any]]]:
-    inits = {t.name: t for t in graph.initializer}
-    producers = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    return inits, producers, consumers
 
 
 def _drop_unused_initializers(graph: Any) -> None:

@@ -28,7 +28,8 @@ import numpy as np
 from edgekit.errors import require
 
 
-def _maps(graph: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[Any]]]:
+def graph_maps(graph: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[Any]]]:
+    """An ONNX graph's initializers by name, the node producing each tensor, the nodes reading it."""
     inits = {t.name: t for t in graph.initializer}
     producers = {o: n for n in graph.node for o in n.output}
     consumers: dict[str, list[Any]] = {}
@@ -56,7 +57,7 @@ def _same_qparams(inits: dict[str, Any], a: Any, b: Any) -> bool:
 def fold_relu_pairs(model: Any) -> int:
     """Q(s,z) -> DQ -> Relu -> Q(s,z)  ==>  Relu -> Q(s,z). Returns how many pairs were removed."""
     graph = model.graph
-    inits, producers, consumers = _maps(graph)
+    inits, producers, consumers = graph_maps(graph)
     outputs = {o.name for o in graph.output}
     removed = 0
     for relu in [n for n in graph.node if n.op_type == "Relu"]:
@@ -83,7 +84,7 @@ def nonnegative_to_u8(model: Any) -> int:
     from onnx import numpy_helper
 
     graph = model.graph
-    inits, producers, consumers = _maps(graph)
+    inits, producers, consumers = graph_maps(graph)
     new_zero: dict[tuple[int, ...], str] = {}
     count = 0
     for q in [n for n in graph.node if n.op_type == "QuantizeLinear"]:
@@ -111,7 +112,7 @@ def s8_to_u8(model: Any) -> int:
     from onnx import numpy_helper
 
     graph = model.graph
-    inits, _, consumers = _maps(graph)
+    inits, _, consumers = graph_maps(graph)
     u8: dict[str, str] = {}
     count = 0
     for q in [n for n in graph.node if n.op_type == "QuantizeLinear"]:
