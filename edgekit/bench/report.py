@@ -244,6 +244,10 @@ def plot(report: BenchReport, path: Path) -> None:
     ax.legend(handles=handles, loc="best", fontsize=8)
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    lo, hi = min(ys, default=0.0) * 100, max(ys, default=1.0) * 100
+    pad = max(0.5, 0.15 * (hi - lo))
+    ax.set_ylim(lo - pad, hi + pad if hi > 100 else min(hi + pad, 100 + pad / 4))  # a percentage stops near 100
     ax.set_xlabel(f"latency p50 (ms, batch {batch}, log scale)")
     ax.set_ylabel(("accuracy" if use_acc else "agreement with full model") + " (%)")
     ax.set_title(f"{Path(report.config.artifact).name}: accuracy vs latency")

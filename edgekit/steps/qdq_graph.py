@@ -74,12 +74,65 @@ def preprocess(src: Path, dst: Path) -> None:
                 graph.initializer.append(new)
                 node.input[2] = new.name
                 beta.f = 1.0
+    if next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0) >= 14:  # HardSwish: opset 14+
+        _refuse_hardswish(graph)
     used = {n.domain for n in graph.node} | {"", "ai.onnx"}
     keep = [o for o in model.opset_import if o.domain in used]
     del model.opset_import[:]
     model.opset_import.extend(keep)
     _drop_unused_initializers(graph)
     _save(model, dst)
+
+
+def _refuse_hardswish(graph: Any) -> int:
+    """ORT's pre-processing inlines HardSwish as ``Mul(x, HardSigmoid(x))``; put the op back. Split,
+    the quantizer cannot tell the activation from a gate and OpenVINO no longer fuses it into the
+    convolution (MobileNetV3 INT8 ran slower than FP32 for it)."""
+    import onnx
+
+    _, producers, consumers = _maps(graph)
+    fused = 0
+    for mul in [n for n in graph.node if n.op_type == "Mul" and len(n.input) == 2]:
+        for k in (0, 1):
+            hs = producers.get(mul.input[k])
+            x = mul.input[1 - k]
+            if hs is None or hs.op_type != "HardSigmoid" or hs.input[0] != x or len(consumers.get(hs.output[0], [])) != 1:
+                continue
+            attrs = {a.name: a.f for a in hs.attribute}
+            if abs(attrs.get("alpha", 0.2) - 1 / 6) > 1e-6 or abs(attrs.get("beta", 0.5) - 0.5) > 1e-6:
+                continue
+            at = list(graph.node).index(mul)
+            graph.node.remove(mul)
+            graph.node.remove(hs)
+            graph.node.insert(at - 1, onnx.helper.make_node("HardSwish", [x], [mul.output[0]], name=f"{mul.name}_hardswish"))
+            fused += 1
+            break
+    return fused
+
+
+GATES = ("HardSigmoid", "Sigmoid")
+POOLS = ("GlobalAveragePool", "ReduceMean")
+
+
+def squeeze_excite_nodes(path: Path) -> set[str]:
+    """The nodes of squeeze-and-excite branches: ``x -> global pool -> 1x1 layers -> gate -> Mul(x, .)``.
+    They run on a 1x1 map, so INT8 saves nothing there and every Q/DQ costs a reorder: NNCF leaves
+    them in float too."""
+    graph = _load(path).graph
+    _, producers, _ = _maps(graph)
+    found: set[str] = set()
+    for mul in (n for n in graph.node if n.op_type == "Mul" and len(n.input) == 2):
+        for k in (0, 1):
+            gate = producers.get(mul.input[k])
+            if gate is None or gate.op_type not in GATES:
+                continue
+            chain, node = [gate], producers.get(gate.input[0])
+            while node is not None and node.op_type not in POOLS and len(chain) < 8:
+                chain.append(node)
+                node = producers.get(node.input[0])
+            if node is not None and node.op_type in POOLS and node.input[0] == mul.input[1 - k]:
+                found |= {n.name for n in chain} | {node.name}
+    return found
 
 
 def is_transformer(path: Path) -> bool:

@@ -224,7 +224,8 @@ def run(state: State, opts: QuantizeStep, ctx: Context) -> State:
             g.bias_correction(path, pre, chunks(x_cal))
         return _evaluate(path, x_val, y_val, state.io, ref_val)
 
-    base_exclude = ignored | skip
+    squeeze_excite = g.squeeze_excite_nodes(pre) if opts.squeeze_excite_float and not transformer else set()
+    base_exclude = ignored | skip | squeeze_excite
     candidate = work / "int8.onnx"
     metric, mse = make(base_exclude, candidate)
     console.info(f"  INT8 val {state.io.task == 'classification' and 'top-1' or 'score'}: {metric:.4f} "
@@ -254,7 +255,7 @@ def run(state: State, opts: QuantizeStep, ctx: Context) -> State:
     note = {
         "method": opts.method, "samples": int(next(iter(x_cal.values())).shape[0]), "calibration": opts.calibration or ctx.data,
         "profile": opts.profile, "tensorrt_portable": opts.profile == "portable", "transformer": transformer,
-        "smoothed_inputs": smoothed, "bias_correction": opts.bias_correction, "float_val": float_metric, "int8_val": metric,
+        "smoothed_inputs": smoothed, "squeeze_excite_float_nodes": len(squeeze_excite), "bias_correction": opts.bias_correction, "float_val": float_metric, "int8_val": metric,
         "float_layers": sorted(base_exclude | {f["node"] for f in fallback}),
         "float_nodes": sorted(base_exclude | {n for f in fallback for n in f["nodes"]}),
         "quantized_layers": len({n for n, _ in nodes} - base_exclude - {f["node"] for f in fallback}),

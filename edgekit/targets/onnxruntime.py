@@ -25,7 +25,7 @@ PROVIDERS = {
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
 # ONNX Runtime's CPU kernels: u8 activations x s8 weights, Relu folded into the quantizer
-CPU_INT8_REWRITES = ("fold_relu_pairs", "nonnegative_to_u8", "s8_to_u8")
+CPU_INT8_REWRITES = ("fold_relu_pairs", "nonnegative_to_u8", "s8_to_u8", "fold_float_weights")
 GPU_HINT = "pip install onnxruntime-gpu (in place of onnxruntime) on a machine with an NVIDIA GPU and CUDA"
 
 

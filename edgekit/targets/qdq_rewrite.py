@@ -6,13 +6,16 @@ other encodings of the same numbers:
 - ``fold_relu_pairs`` (exact): ``Q(s,z) -> DQ -> Relu -> Q(s,z)`` equals ``Relu -> Q(s,z)``, because
   rounding, clamping and Relu commute when both quantizers share scale and zero point. It removes
   a requantization per layer.
-- ``nonnegative_to_u8`` (exact up to the saturation point): an activation produced by Relu is never
-  negative, so its S8 zero-point-0 quantizer uses only 0..127; as U8 with zero point 0 and the same
+- ``nonnegative_to_u8`` (exact up to the saturation point): an activation produced by Relu (or
+  pooled, reshaped or summed from such) is never negative, so its S8 zero-point-0 quantizer uses only 0..127; as U8 with zero point 0 and the same
   scale it gives the same values, and saturates at 255*s instead of 127*s (only values above the
   calibrated range differ, and they come out closer to float). This is what oneDNN and ONNX
   Runtime's u8 x s8 kernels want, and it lets ONNX Runtime fold the Relu into the quantizer.
 - ``s8_to_u8`` (exact): any other S8 activation with scale s and zero point 0 is a U8 one with scale
   s and zero point 128. Weights stay S8.
+- ``fold_float_weights`` (exact): a Conv whose output is not quantized cannot become
+  an integer kernel, so ONNX Runtime would dequantize its constant weights on every run; they are
+  dequantized once, at build time, into a float initializer.
 
 Every build that uses them is parity-checked against the stored graph on ONNX Runtime's reference
 kernels, and records what it rewrote.
@@ -79,17 +82,44 @@ def fold_relu_pairs(model: Any) -> int:
     return removed
 
 
+# ops whose output is non-negative when every activation input is (pooling keeps values or averages them)
+KEEPS_SIGN = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape", "Concat", "Add")
+
+
+def _nonnegative(graph: Any, inits: dict[str, Any], producers: dict[str, Any]) -> set[str]:
+    """Tensors that are never negative: Relu outputs, Clip(min >= 0) outputs, and what pooling,
+    reshaping, concatenating, adding or a Q/DQ round trip makes of them (nodes are in topological order)."""
+    found: set[str] = set()
+    for node in graph.node:
+        acts = [i for i in node.input if i and i not in inits]
+        if node.op_type == "Relu":
+            ok = True
+        elif node.op_type == "Clip":
+            low = _array(inits, node.input[1]) if len(node.input) > 1 and node.input[1] else None
+            ok = low is not None and float(np.min(low)) >= 0.0
+        elif node.op_type == "DequantizeLinear":
+            q = producers.get(node.input[0])
+            ok = q is not None and q.op_type == "QuantizeLinear" and q.input[0] in found
+        elif node.op_type in KEEPS_SIGN:
+            ok = bool(acts) and all(i in found for i in acts[: 1 if node.op_type == "Reshape" else None])
+        else:
+            ok = False
+        if ok:
+            found.update(node.output[:1])
+    return found
+
+
 def nonnegative_to_u8(model: Any) -> int:
-    """S8 zero-point-0 activation quantizers fed by a Relu become U8 zero-point-0 (same scale)."""
+    """S8 zero-point-0 activation quantizers of a never-negative tensor become U8 zero-point-0 (same scale)."""
     from onnx import numpy_helper
 
     graph = model.graph
     inits, producers, consumers = graph_maps(graph)
+    nonnegative = _nonnegative(graph, inits, producers)
     new_zero: dict[tuple[int, ...], str] = {}
     count = 0
     for q in [n for n in graph.node if n.op_type == "QuantizeLinear"]:
-        src = producers.get(q.input[0])
-        if src is None or src.op_type != "Relu" or len(q.input) < 3:
+        if q.input[0] not in nonnegative or len(q.input) < 3:
             continue
         zp = _array(inits, q.input[2])
         if zp is None or zp.dtype != np.int8 or np.any(zp != 0):
@@ -134,6 +164,40 @@ def s8_to_u8(model: Any) -> int:
     return count
 
 
+def fold_float_weights(model: Any) -> int:
+    """DQ(constant weight) -> Conv with no QuantizeLinear after it  ==>  a float weight."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits, producers, consumers = graph_maps(graph)
+    folded = 0
+    # Conv only: ONNX Runtime runs DQ -> MatMul/Gemm with a float output as an integer kernel too
+    for node in [n for n in graph.node if n.op_type in ("Conv", "ConvTranspose")]:
+        if any(u.op_type == "QuantizeLinear" for o in node.output for u in consumers.get(o, [])):
+            continue
+        for k, name in enumerate(node.input[1:], start=1):
+            dq = producers.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear" or not all(i in inits for i in dq.input if i):
+                continue
+            q = numpy_helper.to_array(inits[dq.input[0]])
+            scale = numpy_helper.to_array(inits[dq.input[1]])
+            has_zero = len(dq.input) > 2 and dq.input[2]
+            zero = numpy_helper.to_array(inits[dq.input[2]]) if has_zero else np.zeros((), dtype=np.int8)
+            axis = next((a.i for a in dq.attribute if a.name == "axis"), 1) % q.ndim
+            shape = [1] * q.ndim
+            if scale.size > 1:
+                shape[axis] = -1
+            w = (q.astype(np.float32) - zero.astype(np.float32).reshape(shape)) * scale.astype(np.float32).reshape(shape)
+            new = numpy_helper.from_array(w.astype(np.float32), f"{name}__float")
+            graph.initializer.append(new)
+            node.input[k] = new.name
+            folded += 1
+    _, _, consumers = graph_maps(graph)
+    for dq in [n for n in graph.node if n.op_type == "DequantizeLinear" and not consumers.get(n.output[0])]:
+        graph.node.remove(dq)
+    return folded
+
+
 def _drop_unused(graph: Any) -> None:
     used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
     for t in [t for t in graph.initializer if t.name not in used]:
@@ -151,7 +215,8 @@ def rewrite(src: Path, dst: Path, steps: tuple[str, ...]) -> dict[str, int]:
     require("onnx", "full", "INT8 builds")
     import onnx
 
-    fns = {"fold_relu_pairs": fold_relu_pairs, "nonnegative_to_u8": nonnegative_to_u8, "s8_to_u8": s8_to_u8}
+    fns = {"fold_relu_pairs": fold_relu_pairs, "nonnegative_to_u8": nonnegative_to_u8, "s8_to_u8": s8_to_u8,
+           "fold_float_weights": fold_float_weights}
     model = onnx.load(str(src))
     counts = {name: fns[name](model) for name in steps}
     _drop_unused(model.graph)

@@ -89,6 +89,28 @@ def test_nonnegative_u8_matches_within_calibrated_range(int8_art: Artifact, tmp_
     b = OrtRuntime(tmp_path / "r.onnx", ["CPUExecutionProvider"], 1, optimization="disabled").infer(x)["output"]
     assert (a.argmax(1) == b.argmax(1)).all()
     assert np.abs(a - b).max() <= 0.05 * np.abs(a).max()
+    model = onnx.load(str(tmp_path / "r.onnx"))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    pooled = [q for q in model.graph.node if q.op_type == "QuantizeLinear"
+              and producers.get(q.input[0]) is not None and producers[q.input[0]].op_type in ("GlobalAveragePool", "Flatten")]
+    assert pooled and all(inits[q.input[2]].dtype == np.uint8 and not inits[q.input[2]].any() for q in pooled)  # pooled Relu
+
+
+def test_float_weights_folded_where_a_conv_stays_float(digits_ckpt: Artifact, tmp_path: Path) -> None:
+    """A Conv with no quantized output gets its weights dequantized once at build time, same outputs."""
+    from edgekit.targets.onnxruntime import OrtRuntime
+    from edgekit.targets.qdq_rewrite import rewrite
+
+    art = compress(digits_ckpt, _recipe_file(tmp_path, "relufloat", 'ignore: ["Relu"]'), out=tmp_path / "rf")
+    assert art is not None
+    src = art.path / "model.onnx"
+    counts = rewrite(src, tmp_path / "r.onnx", ("fold_float_weights",))
+    assert counts["fold_float_weights"] > 0
+    x = {"input": np.random.default_rng(0).random((16, 1, 8, 8), dtype=np.float32)}
+    a = OrtRuntime(src, ["CPUExecutionProvider"], 1, optimization="disabled").infer(x)["output"]
+    b = OrtRuntime(tmp_path / "r.onnx", ["CPUExecutionProvider"], 1, optimization="disabled").infer(x)["output"]
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_calibration_methods_really_differ(digits_ckpt: Artifact, tmp_path: Path) -> None:
@@ -248,3 +270,19 @@ def test_transformer_int8_keeps_norms_float(tmp_path: Path) -> None:
     plain = compress(root, _recipe_file(tmp_path, "nosmooth", "smooth_quant: false"), out=tmp_path / "tt-plain")
     assert plain is not None and plain.manifest.metrics["quantize"]["smoothed_inputs"] == 0
     assert check_file(plain.path / "model.onnx") == []  # shape-only consumers read the float tensor
+
+
+def test_squeeze_excite_branches_are_found(tmp_path: Path) -> None:
+    """Every SE branch of MobileNetV3 (pool, two 1x1 convs, ReLU, gate) is kept float by default."""
+    import torch
+
+    from edgekit.models.zoo import MobileNetV3, SqueezeExcite
+    from edgekit.steps.qdq_graph import squeeze_excite_nodes
+
+    model = MobileNetV3(num_classes=10, mode="small").eval()
+    path = tmp_path / "mbv3.onnx"
+    torch.onnx.export(model, (torch.rand(1, 3, 64, 64),), str(path), dynamo=False, opset_version=17)
+    blocks = sum(isinstance(m, SqueezeExcite) for m in model.modules())
+    found = squeeze_excite_nodes(path)
+    assert blocks > 0 and len(found) == 5 * blocks, (blocks, sorted(found))
+    assert {n.split("/")[-1].rstrip("_0123456789") for n in found} <= {"GlobalAveragePool", "Conv", "Relu", "HardSigmoid"}
