@@ -81,3 +81,14 @@ def test_bench_unknown_target(int8_for_bench: Artifact, tmp_path: Path) -> None:
 def test_pareto_front() -> None:
     pts = [(1.0, 0.9), (2.0, 0.95), (3.0, 0.94), (0.5, 0.8)]
     assert sorted(pareto(pts)) == [0, 1, 3]
+
+
+def test_speedup_pairs_blocks_of_the_same_round() -> None:
+    """A slow spell that hits the baseline's blocks in rounds 1-2 and the other variant's only in round 1
+    must not show up as a 6x speedup: the ratio is taken round by round (2, 2, 6 -> 2)."""
+    from edgekit.bench.harness import Timed, paired_speedup
+
+    base = Timed("torch", None, {}, rounds={0: 1.0, 1: 3.0, 2: 3.0})  # type: ignore[arg-type]
+    other = Timed("ort", None, {}, rounds={0: 0.5, 1: 1.5, 2: 0.5, 3: 0.4})  # type: ignore[arg-type]
+    assert paired_speedup(base, other) == 2.0
+    assert paired_speedup(base, Timed("ov", None, {})) is None  # type: ignore[arg-type]

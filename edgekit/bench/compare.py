@@ -22,6 +22,7 @@ from edgekit.artifact import Artifact, check_output
 from edgekit.bench.harness import (
     Timed,
     TimingConfig,
+    paired_speedup,
     peak_rss_mb,
     peak_rss_reset,
     stats_ms,
@@ -193,14 +194,12 @@ def bench(art: Artifact, targets: list[str] | None = None, batches: list[int] | 
             task = bar.add_task(f"timing batch {batch}", total=None, status="")
             time_variants(timed, cfg, on_round=partial(bar.advance, task))
         by_plan = dict(zip([id(p) for p in live], timed, strict=True))
-        base_p50 = None
+        base = next((by_plan[id(p)] for p in live if p.is_baseline and id(p) in by_plan), None)
         for p in plans:
             rows.append(_row(p, batch, threads, by_plan.get(id(p))))
-            if p.is_baseline and rows[-1].latency_ms is not None:
-                base_p50 = rows[-1].latency_ms.p50
-        for r in rows:
-            if r.batch == batch and r.latency_ms is not None and base_p50:
-                r.speedup = base_p50 / r.latency_ms.p50
+            mine = by_plan.get(id(p))
+            if base is not None and mine is not None and rows[-1].latency_ms is not None:
+                rows[-1].speedup = paired_speedup(base, mine)
     base_acc = next((r.accuracy for r in rows if r.is_baseline), None)
     for r in rows:
         if r.accuracy is not None and base_acc is not None:
