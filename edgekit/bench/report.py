@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 from pathlib import Path
@@ -244,7 +245,9 @@ def plot(report: BenchReport, path: Path) -> None:
     ax.legend(handles=handles, loc="best", fontsize=8)
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    # label only the 2x and 5x minor ticks: all eight crowd into one another near a decade's start
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
+        lambda v, _: f"{v:g}" if round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""))
     lo, hi = min(ys, default=0.0) * 100, max(ys, default=1.0) * 100
     pad = max(0.5, 0.15 * (hi - lo))
     ax.set_ylim(lo - pad, hi + pad if hi > 100 else min(hi + pad, 100 + pad / 4))  # a percentage stops near 100
