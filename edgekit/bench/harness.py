@@ -40,7 +40,9 @@ class TimingConfig:
     min_time: float = 0.5  # seconds of timed calls per variant
     block_time: float = 0.03  # seconds of timed calls per variant per round (at least 3 calls)
     settle: int = 2  # untimed calls per variant at the start of each block
-    pause: float = 0.02  # seconds of sleep before each block, so the last runtime's pool goes idle
+    # seconds of sleep before each block, so the last runtime's pool goes idle (20 ms left torch at
+    # batch 8 three times slower in 2 of 6 processes that held an ONNX Runtime session; 100 ms: 0 of 10)
+    pause: float = 0.1
     max_time: float = 60.0  # stop extending runs after this many seconds per variant
 
 
