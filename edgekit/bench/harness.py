@@ -82,10 +82,8 @@ def paired_speedup(base: Timed, other: Timed) -> float | None:
     in, of the ratio of their block medians. Blocks of one round run within a fraction of a second of
     each other, so a slow spell of the machine (a neighbour on the host, a frequency change) hits both
     sides of each ratio; a ratio of whole-run medians carries it into one side only."""
-    common = sorted(set(base.rounds) & set(other.rounds))
-    if not common:
-        return None
-    return float(np.median([base.rounds[r] / other.rounds[r] for r in common]))
+    ratios = [base.rounds[r] / other.rounds[r] for r in base.rounds.keys() & other.rounds.keys()]
+    return float(np.median(ratios)) if ratios else None
 
 
 def stats_ms(samples_ns: list[int]) -> dict[str, float]:
