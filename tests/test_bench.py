@@ -24,7 +24,8 @@ def int8_for_bench(digits_ckpt: Artifact) -> Artifact:
 def test_bench_int8_on_ov_ort_and_trt(int8_for_bench: Artifact, tmp_path: Path) -> None:
     out = tmp_path / "b"
     res = run_cli("bench", str(int8_for_bench.path), "--target", "openvino", "--target", "onnxruntime", "--target", "trt",
-                  "--batch", "1,32", "--min-time", "0.1", "--min-runs", "10", "--out", str(out), "--json", cwd=tmp_path)
+                  "--batch", "1,32", "--min-time", "0.1", "--min-runs", "10", "--processes", "2", "--out", str(out), "--json",
+                  cwd=tmp_path)
     assert res.code == 0, res.err
     report = BenchReport.model_validate_json(res.out)
     on_disk = BenchReport.model_validate_json((out / "bench.json").read_text())
@@ -41,12 +42,20 @@ def test_bench_int8_on_ov_ort_and_trt(int8_for_bench: Artifact, tmp_path: Path) 
     assert trt and all(r.status == "unavailable" and r.hint and "pip install" in r.hint for r in trt)
     for r in rows:
         if r.status == "ok":
-            assert r.latency_ms is not None and r.runs and r.runs >= 10 and r.throughput_per_s
+            assert r.latency_ms is not None and r.runs and r.runs >= 2 * 10 and r.throughput_per_s  # pooled: 2 processes
             assert 0.0 <= r.accuracy <= 1.0 and r.agreement is not None and r.speedup is not None
             assert r.size_bytes and r.params and r.macs
             assert r.precision == r.precision_requested  # an OpenVINO fp32 row runs f32, not bf16
         assert r.threads >= 1
+    assert report.config.processes == 2
     assert rows[0].speedup == pytest.approx(1.0)
+    for batch in (1, 32):  # speedup: the baseline's fastest call over the row's fastest, at the same batch
+        base = next(r for r in rows if r.is_baseline and r.batch == batch)
+        for r in rows:
+            if r.batch == batch and r.latency_ms is not None:
+                assert r.latency_ms.min is not None and base.latency_ms is not None and base.latency_ms.min is not None
+                assert r.latency_ms.min <= r.latency_ms.p50 <= r.latency_ms.p90
+                assert r.speedup == pytest.approx(base.latency_ms.min / r.latency_ms.min, rel=1e-6)
     int8_rows = [r for r in rows if r.variant == "int8" and r.status == "ok"]
     assert all(r.size_bytes < rows[0].size_bytes for r in int8_rows)
     assert "unavailable" in res.err and "edgekit bench" in res.err  # the table went to stderr
@@ -55,14 +64,15 @@ def test_bench_int8_on_ov_ort_and_trt(int8_for_bench: Artifact, tmp_path: Path) 
 def test_bench_onnx_only_root_without_data(tmp_path: Path, digits_ckpt: Artifact) -> None:
     res = run_cli("import", str(digits_ckpt.path / "model.onnx"), "--out", "runs/o", cwd=tmp_path)
     assert res.code == 0, res.err
-    res = run_cli("bench", "runs/o", "--target", "ov", "--batch", "1", "--min-time", "0.05", "--min-runs", "5", "--json",
-                  cwd=tmp_path)
+    res = run_cli("bench", "runs/o", "--target", "ov", "--batch", "1", "--min-time", "0.05", "--min-runs", "5",
+                  "--processes", "0", "--json", cwd=tmp_path)
     assert res.code == 0, res.err
     report = BenchReport.model_validate_json(res.out)
     base = report.rows[0]
     assert base.is_baseline and base.target == "onnxruntime" and base.precision == "fp32"
     assert all(r.accuracy is None and r.agreement_inputs == "synthetic" for r in report.rows)
     assert report.config.split == "synthetic"
+    assert report.config.processes == 0 and all(r.runs and r.runs >= 5 and r.speedup for r in report.rows)
 
 
 def test_bench_dry_run(int8_for_bench: Artifact, tmp_path: Path) -> None:
@@ -83,12 +93,46 @@ def test_pareto_front() -> None:
     assert sorted(pareto(pts)) == [0, 1, 3]
 
 
-def test_speedup_pairs_blocks_of_the_same_round() -> None:
-    """A slow spell that hits the baseline's blocks in rounds 1-2 and the other variant's only in round 1
-    must not show up as a 6x speedup: the ratio is taken round by round (2, 2, 6 -> 2)."""
-    from edgekit.bench.harness import Timed, paired_speedup
+def test_speedup_is_the_ratio_of_fastest_calls() -> None:
+    """Other load on the host only adds time: a slow spell in the baseline's samples (30, 30) must not
+    turn a 2x speedup into more."""
+    from edgekit.bench.harness import speedup
 
-    base = Timed("torch", None, {}, rounds={0: 1.0, 1: 3.0, 2: 3.0})  # type: ignore[arg-type]
-    other = Timed("ort", None, {}, rounds={0: 0.5, 1: 1.5, 2: 0.5, 3: 0.4})  # type: ignore[arg-type]
-    assert paired_speedup(base, other) == 2.0
-    assert paired_speedup(base, Timed("ov", None, {})) is None  # type: ignore[arg-type]
+    assert speedup([30, 10, 30, 12], [5, 6, 9]) == 2.0
+    assert speedup([30, 10], []) is None
+
+
+def test_bench_runtimes_do_not_spin_between_calls(digits_ckpt: Artifact) -> None:
+    """ONNX Runtime loaded for a benchmark stops its workers' spinning after each run (they took the
+    cores from the variant timed next); loaded for an application it keeps ONNX Runtime's default."""
+    from edgekit.build import build
+    from edgekit.targets.onnxruntime import OnnxRuntimeTarget
+
+    built = build(digits_ckpt, "onnxruntime", "fp32")
+    assert built is not None and built.manifest.target is not None
+    for shared, expected in ((True, "1"), (False, None)):
+        rt = OnnxRuntimeTarget().load(built.path, built.manifest.target, threads=2, shared=shared)
+        entries = rt.session.get_session_options().get_session_config_entry
+        try:
+            value: str | None = entries("session.force_spinning_stop")
+        except RuntimeError:  # not set
+            value = None
+        assert value == expected
+
+
+def test_a_failed_timing_process_is_one_clear_error(tmp_path: Path) -> None:
+    """The timing processes report a failure as an EdgekitError naming the process and the cause."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from edgekit.bench.compare import time_in_processes
+    from edgekit.bench.harness import TimingConfig
+    from edgekit.errors import EdgekitError
+
+    gone = SimpleNamespace(path=tmp_path / "deleted-artifact")
+    feeds = {1: {"input": np.zeros((1, 1, 8, 8), np.float32)}}
+    with pytest.raises(EdgekitError) as info:
+        time_in_processes(gone, ["onnxruntime"], 1, [0], feeds, TimingConfig(), processes=1)  # type: ignore[arg-type]
+    assert info.value.message.startswith("timing process 1 of 1 failed: ") and "\n" not in info.value.message
+    assert "deleted-artifact" in info.value.message and "--processes 0" in (info.value.hint or "")

@@ -83,7 +83,8 @@ def run(ctx: Ctx) -> Section:
     log("digits: edgekit bench of the int8 artifact on onnxruntime and openvino, batch 1 and 256")
     t = ctx.timing
     report, code = bench(arts["int8"], ["onnxruntime", "openvino"], [1, 256], threads=THREADS, warmup=t.warmup,
-                         min_runs=t.min_runs, min_time=t.min_time, out=ctx.out / "digits-bench", overwrite=True)
+                         min_runs=t.min_runs, min_time=t.min_time, out=ctx.out / "digits-bench", overwrite=True,
+                         processes=1 if ctx.smoke else 3)
     assert report is not None
     sec.data["bench"] = report.model_dump(mode="json")
     sec.data["bench_exit_code"] = code

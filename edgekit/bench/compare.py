@@ -22,9 +22,9 @@ from edgekit.artifact import Artifact, check_output
 from edgekit.bench.harness import (
     Timed,
     TimingConfig,
-    paired_speedup,
     peak_rss_mb,
     peak_rss_reset,
+    speedup,
     stats_ms,
     time_variants,
 )
@@ -119,7 +119,7 @@ def prepare(p: Plan, threads: int) -> None:
             assert built is not None and built.manifest.target is not None  # noqa: S101 - not a dry run
             p.row["compile_s"] = built.manifest.metrics.get("build_s")
             t0 = time.perf_counter()
-            p.runtime = target.load(built.path, built.manifest.target, threads=threads)
+            p.runtime = target.load(built.path, built.manifest.target, threads=threads, shared=True)
             p.row["precision"] = built.manifest.target.precision
     except ParityError as exc:
         p.row.update(status="failed", reason=exc.message, hint=exc.hint, parity_failed=True)
@@ -149,15 +149,16 @@ def run_all(rt: Runtime, inputs: dict[str, np.ndarray], out_name: str, batch: in
 
 
 def bench(art: Artifact, targets: list[str] | None = None, batches: list[int] | None = None, threads: int | None = None,
-          warmup: int = 5, min_runs: int = 30, min_time: float = 0.5, data: str | None = None, samples: int | None = None,
-          out: Path | None = None, overwrite: bool = False, dry_run: bool = False) -> tuple[BenchReport | None, int]:
+          warmup: int = 5, min_runs: int = 30, min_time: float = 1.0, data: str | None = None, samples: int | None = None,
+          out: Path | None = None, overwrite: bool = False, dry_run: bool = False,
+          processes: int = 3) -> tuple[BenchReport | None, int]:
     """Run the benchmark; returns (report, exit code: 0, or 4 if a requested build failed parity)."""
     targets = list(targets or DEFAULT_TARGETS)
     batches = sorted(set(batches or [1, 8]))
     if any(b < 1 for b in batches):
         raise BadInputError("--batch sizes must be positive")
-    if min_runs < 1 or min_time < 0 or warmup < 0:
-        raise BadInputError("--min-runs must be >= 1, --min-time and --warmup >= 0")
+    if min_runs < 1 or min_time < 0 or warmup < 0 or processes < 0:
+        raise BadInputError("--min-runs must be >= 1, --min-time, --warmup and --processes >= 0")
     threads = threads or default_threads()
     if art.kind not in ("checkpoint", "compressed"):
         raise BadInputError(f"{art.path} is a {art.kind} artifact; bench takes a checkpoint or compressed one")
@@ -186,20 +187,21 @@ def bench(art: Artifact, targets: list[str] | None = None, batches: list[int] | 
     _accuracy(plans, art, x_eval, y_eval, real, max(batches))
     rows: list[Row] = []
     cfg = TimingConfig(warmup=warmup, min_runs=min_runs, min_time=min_time)
+    live = [i for i, p in enumerate(plans) if p.runtime is not None]
+    feeds = {b: {k: np.ascontiguousarray(np.resize(v, (b, *v.shape[1:]))) for k, v in x_eval.items()} for b in batches}
+    if processes > 0:
+        for p in plans:  # the timing processes load their own; free the memory and the threads
+            p.runtime = None
+        timings = time_in_processes(art, targets, threads, live, feeds, cfg, processes)
+    else:
+        timings = time_here(plans, live, feeds, cfg)
     for batch in batches:
-        live = [p for p in plans if p.runtime is not None]
-        feeds = {k: np.ascontiguousarray(np.resize(v, (batch, *v.shape[1:]))) for k, v in x_eval.items()}
-        timed = [Timed(f"{p.variant}/{p.target}", p.runtime, feeds) for p in live if p.runtime is not None]
-        with console.progress() as bar:
-            task = bar.add_task(f"timing batch {batch}", total=None, status="")
-            time_variants(timed, cfg, on_round=partial(bar.advance, task))
-        by_plan = dict(zip([id(p) for p in live], timed, strict=True))
-        base = next((by_plan[id(p)] for p in live if p.is_baseline and id(p) in by_plan), None)
-        for p in plans:
-            rows.append(_row(p, batch, threads, by_plan.get(id(p))))
-            mine = by_plan.get(id(p))
+        base = next((timings[f"{i}/{batch}"] for i in live if plans[i].is_baseline), None)
+        for i, p in enumerate(plans):
+            mine = timings.get(f"{i}/{batch}")
+            rows.append(_row(p, batch, threads, mine))
             if base is not None and mine is not None and rows[-1].latency_ms is not None:
-                rows[-1].speedup = paired_speedup(base, mine)
+                rows[-1].speedup = speedup(base, mine)
     base_acc = next((r.accuracy for r in rows if r.is_baseline), None)
     for r in rows:
         if r.accuracy is not None and base_acc is not None:
@@ -208,6 +210,7 @@ def bench(art: Artifact, targets: list[str] | None = None, batches: list[int] | 
         created=stamp, machine=machine(),
         config=BenchConfig(artifact=str(art.path), root=str(root.path), targets=[resolve(t).name for t in targets],
                            batches=batches, threads=threads, warmup=warmup, min_runs=min_runs, min_time=min_time,
+                           processes=processes,
                            data=data, split="test" if real else "synthetic", eval_samples=len(next(iter(x_eval.values())))),
         rows=rows,
     )
@@ -216,6 +219,54 @@ def bench(art: Artifact, targets: list[str] | None = None, batches: list[int] | 
     console.info(f"[green]wrote[/green] {out}/bench.json, bench.md, bench.png")
     failed_parity = any(p.row.get("parity_failed") for p in plans)
     return report, 4 if failed_parity else 0
+
+
+def time_here(plans: list[Plan], live: list[int], feeds: dict[int, dict[str, np.ndarray]],
+              cfg: TimingConfig) -> dict[str, list[int]]:
+    """Time every live row at every batch size in this process, all in the same rounds (a slow spell
+    of the host falls on all of them). Keys ``"<plan index>/<batch>"``."""
+    timed = {f"{i}/{b}": Timed(f"{plans[i].variant}/{plans[i].target}/b{b}", plans[i].runtime, feeds[b])  # type: ignore[arg-type]
+             for i in live for b in feeds}
+    with console.progress() as bar:
+        task = bar.add_task(f"timing {len(timed)} rows", total=None, status="")
+        time_variants(list(timed.values()), cfg, on_round=partial(bar.advance, task))
+    return {k: t.samples_ns for k, t in timed.items()}
+
+
+def time_in_processes(art: Artifact, targets: list[str], threads: int, live: list[int],
+                      feeds: dict[int, dict[str, np.ndarray]], cfg: TimingConfig, processes: int) -> dict[str, list[int]]:
+    """Time the rows in ``processes`` fresh processes, one after the other (edgekit.bench.worker says
+    why), and pool their samples."""
+    import dataclasses
+    import json
+    import subprocess  # noqa: S404 - our own worker module, fixed argv
+    import sys
+    import tempfile
+
+    from edgekit.models import _trust
+
+    pooled: dict[str, list[int]] = {}
+    with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp, console.progress() as bar:
+        names = list(next(iter(feeds.values())))
+        np.savez(Path(tmp) / "feeds.npz", **{f"b{b}/{n}": a for b, f in feeds.items() for n, a in f.items()})  # type: ignore[arg-type]  # numpy types **kwds as bool
+        task = bar.add_task(f"timing {len(live) * len(feeds)} rows in {processes} processes", total=processes, status="")
+        for k in range(processes):
+            spec = {"artifact": str(art.path), "targets": targets, "threads": threads, "rows": live,
+                    "batches": list(feeds), "inputs": names, "feeds": str(Path(tmp) / "feeds.npz"),
+                    "timing": dataclasses.asdict(cfg), "trust": {"all": _trust["all"], "modules": sorted(_trust["modules"])},
+                    "sys_path": sys.path, "rotate": k, "out": str(Path(tmp) / f"samples{k}.npz")}
+            (Path(tmp) / f"spec{k}.json").write_text(json.dumps(spec))
+            res = subprocess.run([sys.executable, "-m", "edgekit.bench.worker", str(Path(tmp) / f"spec{k}.json")],  # noqa: S603
+                                 capture_output=True, text=True, check=False)
+            if res.returncode != 0:
+                last = (res.stderr.strip().splitlines() or ["no message"])[-1]
+                raise EdgekitError(f"timing process {k + 1} of {processes} failed: {last}",
+                                   hint="run with --processes 0 to time in this process and see the full error")
+            with np.load(Path(tmp) / f"samples{k}.npz", allow_pickle=False) as f:
+                for key in f.files:
+                    pooled.setdefault(key, []).extend(int(x) for x in f[key])
+            bar.advance(task)
+    return pooled
 
 
 def _accuracy(plans: list[Plan], art: Artifact, x: dict[str, np.ndarray], y: np.ndarray | None, real: bool, batch: int) -> None:
@@ -235,14 +286,14 @@ def _accuracy(plans: list[Plan], art: Artifact, x: dict[str, np.ndarray], y: np.
             p.row["agreement_inputs"] = "real" if real else "synthetic"
 
 
-def _row(p: Plan, batch: int, threads: int, timed: Timed | None) -> Row:
+def _row(p: Plan, batch: int, threads: int, samples_ns: list[int] | None) -> Row:
     fields = {k: v for k, v in p.row.items() if k != "parity_failed"}
     row = Row(variant=p.variant, artifact=str(p.art.path), sha256=p.art.sha256, is_baseline=p.is_baseline,
               target=p.target, precision_requested=p.precision, batch=batch, threads=threads, **fields)
-    if timed is not None and timed.samples_ns:
-        stats = stats_ms(timed.samples_ns)
+    if samples_ns:
+        stats = stats_ms(samples_ns)
         row.latency_ms = Latency(**stats)
-        row.runs = len(timed.samples_ns)
+        row.runs = len(samples_ns)
         row.throughput_per_s = batch * 1000.0 / stats["mean"]
     return row
 

@@ -1,12 +1,13 @@
 """Latency timing that holds up on a noisy 2-core machine.
 
-Variants alternate in blocks: each round, every variant waits a moment (the previous runtime's
-thread pool stops spinning: ONNX Runtime's workers spin after a run, and on 2 cores they took whole
-time slices from the next variant, torch's p90 went from 1 ms to 5 ms), gets a few untimed calls (its
-own pool wakes up) and then a block of timed calls. Rounds continue until
-every variant has at least ``min_runs`` timed calls and ``min_time`` seconds of timed work, so ratios
-between variants compare like with like. ``perf_counter_ns`` only; GPU runtimes synchronise inside
-``infer``.
+Variants alternate in blocks: each round, every variant gets a few untimed calls (its thread pool
+wakes up) and then a block of timed calls. Rounds continue until every variant has at least
+``min_runs`` timed calls and ``min_time`` seconds of timed work, so a slow spell of the machine falls
+on all of them. The runtimes are loaded with ``shared=True``: ONNX Runtime's workers otherwise spin
+after a run and, on 2 cores, took whole time slices from the next variant (torch's p90 went from
+1 ms to 5 ms). ``perf_counter_ns`` only; GPU runtimes synchronise inside ``infer``.
+
+Speedups are ratios of minimum latencies (see ``speedup``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ class Timed:
     runtime: Runtime
     inputs: dict[str, np.ndarray]
     samples_ns: list[int] = field(default_factory=list)
-    rounds: dict[int, float] = field(default_factory=dict)  # round index -> median ns of that block
 
     @property
     def total_s(self) -> float:
@@ -37,12 +37,9 @@ class Timed:
 class TimingConfig:
     warmup: int = 5  # untimed calls before the first round
     min_runs: int = 30
-    min_time: float = 0.5  # seconds of timed calls per variant
+    min_time: float = 1.0  # seconds of timed calls per variant (per process)
     block_time: float = 0.03  # seconds of timed calls per variant per round (at least 3 calls)
     settle: int = 2  # untimed calls per variant at the start of each block
-    # seconds of sleep before each block, so the last runtime's pool goes idle (20 ms left torch at
-    # batch 8 three times slower in 2 of 6 processes that held an ONNX Runtime session; 100 ms: 0 of 10)
-    pause: float = 0.1
     max_time: float = 60.0  # stop extending runs after this many seconds per variant
 
 
@@ -56,13 +53,11 @@ def time_variants(variants: list[Timed], cfg: TimingConfig, on_round: Callable[[
         per_call = (time.perf_counter_ns() - t0) / max(cfg.warmup, 1) / 1e9
         blocks[v.name] = int(min(2000, max(3, cfg.block_time / max(per_call, 1e-6))))
     started = time.perf_counter()
-    round_no = 0
     while True:
         pending = [v for v in variants if len(v.samples_ns) < cfg.min_runs or v.total_s < cfg.min_time]
         if not pending or time.perf_counter() - started > cfg.max_time * max(1, len(variants)):
             break
         for v in pending:  # a variant that has its runs drops out; the others keep alternating
-            time.sleep(cfg.pause)
             for _ in range(cfg.settle):
                 v.runtime.infer(v.inputs)
             block = []
@@ -71,24 +66,28 @@ def time_variants(variants: list[Timed], cfg: TimingConfig, on_round: Callable[[
                 v.runtime.infer(v.inputs)
                 block.append(time.perf_counter_ns() - t0)
             v.samples_ns += block
-            v.rounds[round_no] = float(np.median(block))
-        round_no += 1
         if on_round is not None:
             on_round()
 
 
-def paired_speedup(base: Timed, other: Timed) -> float | None:
-    """How many times faster ``other`` is than ``base``: the median, over the rounds both were timed
-    in, of the ratio of their block medians. Blocks of one round run within a fraction of a second of
-    each other, so a slow spell of the machine (a neighbour on the host, a frequency change) hits both
-    sides of each ratio; a ratio of whole-run medians carries it into one side only."""
-    ratios = [base.rounds[r] / other.rounds[r] for r in base.rounds.keys() & other.rounds.keys()]
-    return float(np.median(ratios)) if ratios else None
+def speedup(base_ns: list[int], other_ns: list[int]) -> float | None:
+    """How many times faster the ``other`` samples are than the ``base`` ones: the ratio of their
+    fastest calls.
+
+    On a shared host, other load only ever adds time to a call, so the minimum is the statistic it
+    moves least (BenchmarkTools.jl compares minimums for the same reason). Measured on a 2-core VM
+    (benchmarks/repeatability.py): p50 ratios or medians of per-block ratios of two back-to-back
+    ``edgekit bench`` runs differed by 10-40 %, ratios of minimums by 5-13 % in one process each and
+    by at most ~7 % pooled over three processes each."""
+    if not base_ns or not other_ns:
+        return None
+    return min(base_ns) / min(other_ns)
 
 
 def stats_ms(samples_ns: list[int]) -> dict[str, float]:
     arr = np.asarray(samples_ns, dtype=np.float64) / 1e6
     return {
+        "min": float(arr.min()),
         "p50": float(np.percentile(arr, 50)),
         "p90": float(np.percentile(arr, 90)),
         "p99": float(np.percentile(arr, 99)),

@@ -17,6 +17,7 @@ Status = Literal["ok", "failed", "unavailable"]
 
 
 class Latency(BaseModel):
+    min: float | None = None  # absent in files written before 0.1.0's speedup-from-minimum change
     p50: float
     p90: float
     p99: float
@@ -51,7 +52,7 @@ class Row(BaseModel):
     size_bytes: int | None = None
     params: int | None = None
     macs: int | None = None
-    speedup: float | None = None  # baseline p50 / this p50, same batch
+    speedup: float | None = None  # baseline min / this min, same batch (edgekit.bench.harness.speedup)
 
 
 class Machine(BaseModel):
@@ -73,6 +74,7 @@ class BenchConfig(BaseModel):
     warmup: int
     min_runs: int
     min_time: float
+    processes: int | None = None  # fresh processes the rows were timed in (0: in the bench process)
     data: str | None
     split: str
     eval_samples: int | None
@@ -123,7 +125,7 @@ def _size(v: int | None) -> str:
     return f"{v / 1e6:.2f} MB" if v >= 1e5 else f"{v / 1e3:.1f} kB"
 
 
-COLUMNS = ["variant", "target", "precision", "batch", "status", "p50 ms", "p90 ms", "speedup", "thr/s",
+COLUMNS = ["variant", "target", "precision", "batch", "status", "min ms", "p50 ms", "p90 ms", "speedup", "thr/s",
            "accuracy %", "Δ acc pts", "agree %", "size", "params", "MACs"]
 
 
@@ -135,6 +137,7 @@ def row_cells(r: Row) -> list[str]:
         r.precision or r.precision_requested,
         str(r.batch),
         status,
+        f"{r.latency_ms.min:.3f}" if r.latency_ms and r.latency_ms.min is not None else "-",
         _fmt_ms(r),
         f"{r.latency_ms.p90:.3f}" if r.latency_ms else "-",
         f"{r.speedup:.2f}x" if r.speedup else "-",
@@ -196,7 +199,8 @@ def markdown(report: BenchReport) -> str:
         lines.append(f"- {variant} on {target}: {status}: {reason}" + (f" (hint: `{hint}`)" if hint else ""))
     lines.append("")
     lines.append("Speedup and Δ accuracy are against the baseline row (the full model on torch eager FP32, or ONNX "
-                 "Runtime FP32 for an ONNX-only model). Latency is p50 of timed runs alternating with the other rows.")
+                 "Runtime FP32 for an ONNX-only model). Latencies come from timed runs alternating with the other rows; "
+                 "speedup is the ratio of minimum latencies, the statistic other load on the machine moves least.")
     return "\n".join(lines) + "\n"
 
 

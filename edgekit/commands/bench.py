@@ -32,7 +32,9 @@ def _batches(text: str) -> list[int]:
 @click.option("--threads", type=int, default=None, help="Threads per runtime (default: the cores available).")
 @click.option("--warmup", type=int, default=5, show_default=True)
 @click.option("--min-runs", type=int, default=30, show_default=True)
-@click.option("--min-time", type=float, default=0.5, show_default=True, help="Seconds of timed runs per row.")
+@click.option("--min-time", type=float, default=1.0, show_default=True, help="Seconds of timed runs per row and process.")
+@click.option("--processes", type=int, default=3, show_default=True,
+              help="Fresh processes to time in, one after another, samples pooled (0: time in this one).")
 @click.option("--data", default=None, help="Evaluation data (default: the full model's data, test split).")
 @click.option("--samples", type=int, default=None, help="Evaluate on at most N samples.")
 @click.option("--dry-run", is_flag=True, help="Validate artifact, targets and data; run nothing.")
@@ -41,8 +43,8 @@ def _batches(text: str) -> list[int]:
 @trust_option
 @json_option
 def command(artifact: str | None, targets: tuple[str, ...], batch: str, threads: int | None, warmup: int, min_runs: int,
-            min_time: float, data: str | None, samples: int | None, dry_run: bool, out: str | None, overwrite: bool,
-            trust_code: bool, as_json: bool) -> None:
+            min_time: float, processes: int, data: str | None, samples: int | None, dry_run: bool, out: str | None,
+            overwrite: bool, trust_code: bool, as_json: bool) -> None:
     """Accuracy, latency and size of ARTIFACT against the full model, on torch and each target."""
     from edgekit.artifact import resolve_artifact
     from edgekit.bench.compare import bench
@@ -51,7 +53,7 @@ def command(artifact: str | None, targets: tuple[str, ...], batch: str, threads:
     trust(trust_code)
     art = resolve_artifact(artifact, ("compressed", "checkpoint"), announce)
     report, code = bench(art, list(targets) or None, _batches(batch), threads, warmup, min_runs, min_time, data,
-                         samples, Path(out) if out else None, overwrite, dry_run)
+                         samples, Path(out) if out else None, overwrite, dry_run, processes=processes)
     if report is None:
         emit({"dry_run": True, "artifact": str(art.path), "ok": True}, as_json)
         return

@@ -61,8 +61,10 @@ class Target(Protocol):
     def build(self, onnx_path: Path, quantized: bool, opts: BuildOptions, out: Path) -> Built:
         """Compile ``onnx_path`` into ``out`` (a staging directory)."""
 
-    def load(self, directory: Path, record: TargetRecord, threads: int | None = None) -> Runtime:
-        """A runtime for a built directory."""
+    def load(self, directory: Path, record: TargetRecord, threads: int | None = None,
+             shared: bool = False) -> Runtime:
+        """A runtime for a built directory. ``shared``: the runtime takes turns on the same cores with
+        others (a benchmark alternating variants), so its thread pool must not keep spinning after a call."""
 
 
 def parse_shape(text: str) -> tuple[str, Shape]:

@@ -33,13 +33,15 @@ class OrtRuntime:
     """One InferenceSession; ``infer`` maps input names to arrays and returns outputs by name."""
 
     def __init__(self, model: Path, providers: list[str], threads: int | None = None,
-                 optimization: str = "all") -> None:
+                 optimization: str = "all", shared: bool = False) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or default_threads()
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        if shared:  # workers spin after each run by default, taking the cores from whoever runs next
+            opts.add_session_config_entry("session.force_spinning_stop", "1")
         opts.graph_optimization_level = {
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -102,8 +104,10 @@ class OnnxRuntimeTarget:
         )
         return Built(record, ["model.onnx"], {"rewrites": rewritten} if rewritten else {})
 
-    def load(self, directory: Path, record: TargetRecord, threads: int | None = None) -> OrtRuntime:
-        return OrtRuntime(directory / record.model_file, list(record.options.get("providers", PROVIDERS["cpu"])), threads)
+    def load(self, directory: Path, record: TargetRecord, threads: int | None = None,
+             shared: bool = False) -> OrtRuntime:
+        return OrtRuntime(directory / record.model_file, list(record.options.get("providers", PROVIDERS["cpu"])), threads,
+                          shared=shared)
 
 
 def _to_fp16(src: Path, dst: Path) -> None:

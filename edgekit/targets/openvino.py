@@ -123,5 +123,6 @@ class OpenVinoTarget:
         record.precision = "int8" if opts.precision == "int8" else ran
         return Built(record, ["model.xml", "model.bin"], {"ov_inference_precision": ran})
 
-    def load(self, directory: Path, record: TargetRecord, threads: int | None = None) -> OvRuntime:
+    def load(self, directory: Path, record: TargetRecord, threads: int | None = None,
+             shared: bool = False) -> OvRuntime:  # TBB's workers sleep soon after a call: nothing to change
         return OvRuntime(directory / record.model_file, record, threads)

@@ -283,5 +283,6 @@ class TensorRtTarget:
         )
         return Built(record, files)
 
-    def load(self, directory: Path, record: TargetRecord, threads: int | None = None) -> TrtRuntime:
+    def load(self, directory: Path, record: TargetRecord, threads: int | None = None,
+             shared: bool = False) -> TrtRuntime:
         return TrtRuntime(directory / record.model_file, record)

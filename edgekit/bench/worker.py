@@ -1,0 +1,61 @@
+"""One timing process of ``edgekit bench`` (``python -m edgekit.bench.worker SPEC.json``).
+
+A process has its own memory layout and lands on the host in its own state; on a shared 2-core VM
+that moved one row's fastest call by up to ~10 % from one process to the next, more than any
+in-process statistic could hide. So ``bench`` times its rows in a few fresh processes, one after the
+other, and pools their samples (pyperf does the same with its worker processes). This module is
+that process: it loads the rows ``bench`` already built (from the build cache), times them with the
+alternating-block harness on the inputs ``bench`` wrote, and saves the samples. It reads JSON and an
+``.npz`` without pickles, and writes an ``.npz``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def run(spec: dict[str, Any]) -> None:
+    from edgekit import console
+    from edgekit.artifact import Artifact
+    from edgekit.bench.compare import plan_rows, prepare
+    from edgekit.bench.harness import Timed, TimingConfig, time_variants
+    from edgekit.models import trust_all, trust_module
+
+    console.set_quiet(True)
+    trust_all(bool(spec["trust"]["all"]))
+    for module in spec["trust"]["modules"]:
+        trust_module(module)
+    plans = plan_rows(Artifact.load(Path(spec["artifact"])), list(spec["targets"]))
+    with np.load(spec["feeds"], allow_pickle=False) as f:
+        feeds = {int(b): {name: f[f"b{b}/{name}"] for name in spec["inputs"]} for b in spec["batches"]}
+    rows = list(spec["rows"])
+    k = int(spec["rotate"]) % len(rows)
+    timed: dict[str, Timed] = {}
+    for i in rows[k:] + rows[:k]:  # a different row leads in each process
+        p = plans[i]
+        prepare(p, int(spec["threads"]))
+        if p.runtime is None:
+            raise RuntimeError(f"{p.variant} on {p.target}: {p.row.get('reason', 'did not load')}")
+        for b in spec["batches"]:
+            timed[f"{i}/{b}"] = Timed(f"{p.variant}/{p.target}/b{b}", p.runtime, feeds[int(b)])
+    time_variants(list(timed.values()), TimingConfig(**spec["timing"]))
+    np.savez(spec["out"], **{key: np.asarray(t.samples_ns, dtype=np.int64) for key, t in timed.items()})  # type: ignore[arg-type]
+
+
+def main() -> None:
+    try:
+        spec = json.loads(Path(sys.argv[1]).read_text())
+        sys.path[:0] = [p for p in spec["sys_path"] if p not in sys.path]  # the parent's imports resolve here too
+        run(spec)
+    except Exception as exc:  # noqa: BLE001 - one line for the parent, which reports it as the row's failure
+        print(f"{type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
