@@ -218,7 +218,7 @@ def built_runtime(art: Any, target: str, precision: str | None = None, threads: 
     built = build(art, target, precision)
     assert built is not None and built.manifest.target is not None
     rt: Any = load_target(CATALOG[target])
-    return rt.load(built.path, built.manifest.target, threads=threads), built
+    return rt.load(built.path, built.manifest.target, threads=threads, shared=True), built  # timed in turns with others
 
 
 def torch_runtime(art: Any, threads: int = THREADS) -> Any:
