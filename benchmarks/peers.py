@@ -1,8 +1,10 @@
-"""Peer tools beside edgekit: NNCF's own post-training INT8 for OpenVINO.
+"""Peer tools beside edgekit: NNCF's own post-training INT8 for OpenVINO, and ONNX Runtime's own
+static quantization for ONNX Runtime.
 
-The peer gets the same FP32 graph (the checkpoint's ``model.onnx``), the same 300 calibration
-samples from the train split, and is compiled with the same OpenVINO settings as edgekit's builds
-(see ``common.OvModelRuntime``), so a row compares quantizers, not configurations.
+Each peer gets the same FP32 graph (the checkpoint's ``model.onnx``), the same 300 calibration
+samples from the train split, and runs with the same runtime settings as edgekit's builds
+(``common.OvModelRuntime``; an ``OrtRuntime`` with the same threads), so a row compares quantizers,
+not configurations.
 """
 
 from __future__ import annotations
@@ -41,6 +43,36 @@ def nncf_int8(onnx_path: Path, calib: dict[str, np.ndarray], *, transformer: boo
         extra["preset"] = nncf.QuantizationPreset(preset)
     quantized = nncf.quantize(model, nncf.Dataset(items), subset_size=min(subset_size, n), **extra)
     return quantized, time.perf_counter() - started
+
+
+def ort_quantize_static(onnx_path: Path, calib: dict[str, np.ndarray], out_dir: Path) -> tuple[Path, float]:
+    """(quantized model path, seconds): ONNX Runtime's recommended CPU recipe, ``quant_pre_process``
+    then ``quantize_static`` in QDQ format, U8 activations, S8 per-channel weights, MinMax ranges
+    (what Olive runs for a CPU target)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    n = next(iter(calib.values())).shape[0]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{k: np.ascontiguousarray(v[i:i + 1]) for k, v in calib.items()} for i in range(n)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    pre, out = out_dir / "ort-pre.onnx", out_dir / "ort-quantize-static.onnx"
+    quant_pre_process(str(onnx_path), str(pre))
+    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return out, time.perf_counter() - started
 
 
 def calibration_samples(data: str, io: Any, samples: int = 300, seed: int = 0) -> dict[str, np.ndarray]:

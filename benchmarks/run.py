@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=None, help="artifacts directory (default: OUT/artifacts)")
     p.add_argument("--reuse", action="store_true",
                    help="reuse artifacts a previous run left in the work directory (timings are always fresh)")
-    p.add_argument("--no-peers", action="store_true", help="skip the NNCF rows")
+    p.add_argument("--no-peers", action="store_true", help="skip the peer rows (NNCF, ONNX Runtime quantize_static)")
     p.add_argument("--quiet", action="store_true", help="only the summary on stderr")
     args = p.parse_args(argv)
     names = [s.strip() for s in args.only.split(",") if s.strip()] or list(SMOKE_SECTIONS if args.smoke else SECTIONS)

@@ -3,7 +3,8 @@
 The model is edgekit's zoo architecture with real BatchNorm statistics (``benchmarks.models``),
 imported with ``import_model`` and an npz source of random images (calibration for INT8, parity
 samples for builds). Rows: torch eager FP32, ONNX Runtime FP32, OpenVINO FP32, edgekit INT8 on
-OpenVINO and on ONNX Runtime, NNCF's INT8 on OpenVINO (peer) and, for ResNet-18, the model pruned to
+OpenVINO and on ONNX Runtime, NNCF's INT8 on OpenVINO and ONNX Runtime's quantize_static INT8 on
+ONNX Runtime (peers) and, for ResNet-18, the model pruned to
 half its MACs (no fine-tune: latency only) in FP32 and INT8 on OpenVINO. All rows alternate in blocks
 under edgekit's harness, ``--repeats`` times; the table holds the median.
 """
@@ -37,6 +38,7 @@ from benchmarks.models import MOBILENET, RESNET18, write_images
 
 TORCH, ORT32, OV32 = "torch eager FP32", "ONNX Runtime FP32", "OpenVINO FP32"
 OV8, ORT8, NNCF8 = "edgekit INT8 on OpenVINO", "edgekit INT8 on ONNX Runtime", "NNCF INT8 on OpenVINO (peer)"
+ORTQ8 = "ONNX Runtime quantize_static INT8 (peer)"
 PR32, PR8 = "pruned 50% MACs, OpenVINO FP32", "pruned 50% MACs + INT8, OpenVINO"
 
 
@@ -47,7 +49,7 @@ def _cosine_to(ref: np.ndarray, out: np.ndarray) -> float:
 
 
 def run_model(ctx: Ctx, name: str, factory: str, kwargs: dict[str, Any], size: int, prune: bool) -> Section:
-    from benchmarks.peers import calibration_samples, nncf_available, nncf_int8
+    from benchmarks.peers import calibration_samples, nncf_available, nncf_int8, ort_quantize_static
     from edgekit.data import match_inputs, resolve_source
 
     sec = Section(name, f"{name}: latency at batch 1, 1x3x{size}x{size}, {THREADS} threads")
@@ -76,6 +78,14 @@ def run_model(ctx: Ctx, name: str, factory: str, kwargs: dict[str, Any], size: i
         model, secs = nncf_int8(full.onnx_path, calibration_samples(data, full.io, 300))
         runtimes.append((NNCF8, OvModelRuntime(model, THREADS)))
         info[NNCF8] = {"quantize_s": secs, "macs": full.manifest.metrics.get("macs"), "params": full.manifest.metrics.get("params")}
+    if ctx.peers:
+        from edgekit.targets.onnxruntime import OrtRuntime
+
+        log(f"{name}: ONNX Runtime quantize_static INT8 (peer)")
+        path, secs = ort_quantize_static(full.onnx_path, calibration_samples(data, full.io, 300), work / "peers")
+        runtimes.append((ORTQ8, OrtRuntime(path, ["CPUExecutionProvider"], THREADS, shared=True)))
+        info[ORTQ8] = {"quantize_s": secs, "macs": full.manifest.metrics.get("macs"),
+                       "params": full.manifest.metrics.get("params"), "size_bytes": path.stat().st_size}
     if prune:
         log(f"{name}: prune to 50% MACs (no fine-tune), then int8 of the pruned model")
         pruned = ctx.compress(full, ctx.recipe(RECIPES / "prune50-latency.yaml"), "prune50")
@@ -127,6 +137,10 @@ def _goals(sec: Section, timings: dict[str, dict[str, Any]]) -> None:
     s = speedup(timings, ORT32, ORT8)
     sec.goals.append(goal("edgekit INT8 on ONNX Runtime >= 2.5x ONNX Runtime FP32", ">= 2.50x", s,
                           s is not None and s >= 2.5, "{:.2f}x"))
+    if ORTQ8 in timings:
+        r = timings[ORT8]["p50"] / timings[ORTQ8]["p50"]
+        sec.goals.append(goal("edgekit ORT INT8 latency / ONNX Runtime quantize_static INT8 latency <= 1.0", "<= 1.00", r,
+                              r <= 1.0, "{:.3f}"))
     if PR32 in timings:
         s = speedup(timings, OV32, PR32)
         sec.goals.append(goal("pruned OV FP32 >= 1.6x faster than unpruned OV FP32", ">= 1.60x", s,
