@@ -24,7 +24,28 @@ def test_malformed_factory_path(tmp_path: Path) -> None:
 
 
 def test_factory_module_missing(tmp_path: Path) -> None:
-    assert_user_error(run_cli("train", "--model", "nosuchpkg.models:net", cwd=tmp_path), "cannot import module")
+    res = run_cli("train", "--model", "nosuchpkg.models:net", cwd=tmp_path)
+    assert_user_error(res, "cannot import module")
+    assert any(line.startswith("hint:") and "PYTHONPATH" in line for line in res.lines), res.err
+
+
+def test_the_edgekit_script_finds_a_factory_in_the_working_directory(tmp_path: Path) -> None:
+    """``python -m edgekit`` puts the working directory on the import path and the ``edgekit`` script
+    does not; a factory next to where the user runs either must be found by both."""
+    import subprocess  # noqa: S404
+    import sys
+
+    from .conftest import env
+
+    (tmp_path / "mynet.py").write_text(
+        "import torch.nn as nn\n\n"
+        "def build(num_classes=10, **_):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, num_classes))\n")
+    script = Path(sys.executable).parent / "edgekit"
+    proc = subprocess.run([str(script), "train", "--model", "mynet:build", "--epochs", "1", "--out", "runs/u"],  # noqa: S603
+                          cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert Artifact.load(tmp_path / "runs" / "u").manifest.model.source == "mynet:build"  # type: ignore[union-attr]
 
 
 def test_factory_returns_non_module(tmp_path: Path) -> None:

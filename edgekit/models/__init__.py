@@ -89,6 +89,22 @@ def parse_source(source: str) -> tuple[str, str | None]:
     )
 
 
+def _import_module(module: str) -> Any:
+    """Import ``module``; if it is not found, look in the working directory too, as ``python -m edgekit``
+    would (the ``edgekit`` script does not put it on the path), after what is installed."""
+    import os
+    import sys
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        cwd = os.getcwd()
+        if exc.name != module.split(".")[0] or cwd in sys.path or "" in sys.path:
+            raise
+        sys.path.append(cwd)
+        return importlib.import_module(module)
+
+
 def _import_factory(path: str, *, check_trust: bool) -> Callable[..., Any]:
     module, attr = path.split(":")
     if check_trust and not _is_trusted(module):
@@ -97,9 +113,12 @@ def _import_factory(path: str, *, check_trust: bool) -> Callable[..., Any]:
             hint="pass --trust-code if you trust where this artifact came from",
         )
     try:
-        mod = importlib.import_module(module)
+        mod = _import_module(module)
     except ImportError as exc:
-        raise ModelError(f"cannot import module '{module}' for factory '{path}': {exc}") from None
+        raise ModelError(
+            f"cannot import module '{module}' for factory '{path}': {exc}",
+            hint="run edgekit from the directory that holds it, set PYTHONPATH, or pip install its package",
+        ) from None
     fn = getattr(mod, attr, None)
     if fn is None or not callable(fn):
         raise ModelError(f"module '{module}' has no callable '{attr}'{did_you_mean(attr, dir(mod))}")
