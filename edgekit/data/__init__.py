@@ -7,7 +7,6 @@ train/val/test and the sample axis first. Built in: ``digits`` (default), ``npz:
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,10 +110,13 @@ def resolve_source(spec: str | None) -> Source:
 
 
 def _import_function(module: str, attr: str, spec: str) -> SourceFn:
+    from edgekit.models import import_user_module  # no torch at import time
+
     try:
-        mod = importlib.import_module(module)
+        mod = import_user_module(module)
     except ImportError as exc:
-        raise DataError(f"cannot import data source module '{module}': {exc}") from None
+        raise DataError(f"cannot import data source module '{module}': {exc}",
+                        hint="run edgekit from the directory that holds it, set PYTHONPATH, or pip install its package") from None
     fn = getattr(mod, attr, None)
     if not callable(fn):
         raise DataError(f"'{spec}': module '{module}' has no function '{attr}'")

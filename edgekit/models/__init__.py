@@ -89,7 +89,7 @@ def parse_source(source: str) -> tuple[str, str | None]:
     )
 
 
-def _import_module(module: str) -> Any:
+def import_user_module(module: str) -> Any:
     """Import ``module``; if it is not found, look in the working directory too, as ``python -m edgekit``
     would (the ``edgekit`` script does not put it on the path), after what is installed."""
     import os
@@ -113,7 +113,7 @@ def _import_factory(path: str, *, check_trust: bool) -> Callable[..., Any]:
             hint="pass --trust-code if you trust where this artifact came from",
         )
     try:
-        mod = _import_module(module)
+        mod = import_user_module(module)
     except ImportError as exc:
         raise ModelError(
             f"cannot import module '{module}' for factory '{path}': {exc}",
