@@ -243,7 +243,7 @@ def time_in_processes(art: Artifact, targets: list[str], threads: int, live: lis
     import sys
     import tempfile
 
-    from edgekit.models import _trust
+    from edgekit.models import trust_state
 
     pooled: dict[str, list[int]] = {}
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp, console.progress() as bar:
@@ -253,7 +253,7 @@ def time_in_processes(art: Artifact, targets: list[str], threads: int, live: lis
         for k in range(processes):
             spec = {"artifact": str(art.path), "targets": targets, "threads": threads, "rows": live,
                     "batches": list(feeds), "inputs": names, "feeds": str(Path(tmp) / "feeds.npz"),
-                    "timing": dataclasses.asdict(cfg), "trust": {"all": _trust["all"], "modules": sorted(_trust["modules"])},
+                    "timing": dataclasses.asdict(cfg), "trust": trust_state(),
                     "sys_path": sys.path, "rotate": k, "out": str(Path(tmp) / f"samples{k}.npz")}
             (Path(tmp) / f"spec{k}.json").write_text(json.dumps(spec))
             res = subprocess.run([sys.executable, "-m", "edgekit.bench.worker", str(Path(tmp) / f"spec{k}.json")],  # noqa: S603

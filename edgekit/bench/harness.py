@@ -60,12 +60,10 @@ def time_variants(variants: list[Timed], cfg: TimingConfig, on_round: Callable[[
         for v in pending:  # a variant that has its runs drops out; the others keep alternating
             for _ in range(cfg.settle):
                 v.runtime.infer(v.inputs)
-            block = []
             for _ in range(blocks[v.name]):
                 t0 = time.perf_counter_ns()
                 v.runtime.infer(v.inputs)
-                block.append(time.perf_counter_ns() - t0)
-            v.samples_ns += block
+                v.samples_ns.append(time.perf_counter_ns() - t0)
         if on_round is not None:
             on_round()
 

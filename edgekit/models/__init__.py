@@ -61,6 +61,11 @@ def trust_module(module: str) -> None:
     _trust["modules"].add(module)
 
 
+def trust_state() -> dict[str, Any]:
+    """What this process trusts, as JSON (``bench`` hands it to its timing processes)."""
+    return {"all": bool(_trust["all"]), "modules": sorted(_trust["modules"])}
+
+
 def _is_trusted(module: str) -> bool:
     return bool(_trust["all"]) or module == "edgekit" or module.startswith("edgekit.") or module in _trust["modules"]
 
