@@ -92,7 +92,11 @@ def plan(art: Artifact, target: str, precision: str | None = None, device: str |
             if name not in names:
                 raise BadInputError(f"--shape names '{name}', which is not a model input ({', '.join(sorted(names))})")
     opts = BuildOptions(precision=precision, device=dev, shapes=dict(shapes or {}), hint=hint)
-    key = cache_key(art.sha256, opts.key(), _runtime_version(info))
+    from edgekit import __version__
+    from edgekit.cpu import detect
+
+    # the CPU kind: an OpenVINO INT8 build carries a VNNI variant only when built where it is right
+    key = cache_key(art.sha256, opts.key(), _runtime_version(info), __version__, detect().kind if dev == "cpu" else None)
     out = art.path / "builds" / f"{info.name}-{precision}-{key}"
     cached = (out / "manifest.json").is_file()
     return BuildPlan(info, opts, out, cached)
@@ -118,6 +122,10 @@ def build(art: Artifact, target: str, precision: str | None = None, device: str 
     started = time.perf_counter()
     with staging(p.out, overwrite=True) as tmp:
         built = target_obj.build(art.onnx_path, art.manifest.quantized, p.opts, tmp)
+        if p.opts.device == "cpu":
+            from edgekit.cpu import detect
+
+            built.record.hardware = {**built.record.hardware, "cpu": detect().record()}
         build_s = time.perf_counter() - started
         runtime = target_obj.load(tmp, built.record, threads=None)
         parity = check_parity(art, runtime, p.opts.precision)
@@ -138,6 +146,16 @@ def build(art: Artifact, target: str, precision: str | None = None, device: str 
     console.info(f"[green]built[/green] {p.out} (precision ran: {built.record.precision}; "
                  f"parity {parity['max_error']:.2e} vs {parity['reference']})")
     return Artifact.load(p.out)
+
+
+def load_built(built: Artifact, threads: int | None = None) -> Runtime:
+    """The runtime of a built artifact, as its target loads it on this machine."""
+    record = built.manifest.target
+    if record is None:
+        raise ArtifactError(f"{built.path} is not a built artifact")
+    target: Any = load_target(resolve(record.name))
+    runtime: Runtime = target.load(built.path, record, threads=threads)
+    return runtime
 
 
 def parity_samples(art: Artifact, rows: int = PARITY_ROWS) -> tuple[dict[str, np.ndarray], bool]:

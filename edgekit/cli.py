@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("edgekit.commands.bench:command", "Accuracy, latency and size against the full model."),
     "package": ("edgekit.commands.package:command", "Write a deployable bundle for a target."),
     "predict": ("edgekit.commands.predict:command", "Run a bundle on inputs (no torch needed)."),
+    "verify": ("edgekit.commands.verify:command", "Check a bundle's golden samples on this machine."),
     "doctor": ("edgekit.commands.doctor:command", "Report what can run on this machine."),
     "demo": ("edgekit.commands.demo:command", "The whole path on the embedded default."),
 }

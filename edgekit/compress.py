@@ -95,7 +95,8 @@ def measure(label: str, state: State, ctx: Context) -> dict[str, Any]:
         if state.module is not None:
             row["macs"] = count_macs(state.module, inputs)
         use_graph = state.quantized or state.module is None
-        outputs = predict_state(None if use_graph else state.module, state.onnx if use_graph else None, inputs)
+        outputs = predict_state(None if use_graph else state.module, state.onnx if use_graph else None, inputs,
+                                quantized=state.quantized)
         ref = root_outputs(ctx.root, ctx.data, "test") if state.io.task != "classification" or labels is None else None
         name, value = score(state.io, outputs, labels, ref)
         row[name] = value

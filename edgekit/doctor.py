@@ -35,7 +35,12 @@ def _probe(module: str) -> tuple[Any, str]:
 
 
 def run() -> list[Check]:
-    checks = [Check("python", "ok", f"{platform.python_version()} on {platform.machine()} ({platform.system()})")]
+    from edgekit.cpu import detect
+
+    cpu = detect()
+    checks = [Check("python", "ok", f"{platform.python_version()} on {platform.machine()} ({platform.system()})"),
+              Check("cpu", "ok", f"{cpu.line()}: {cpu.meaning}")]
+    checks += [Check(f"int8 on {name}", "ok", note) for name, note in cpu.targets().items() if name != "tensorrt"]
     torch, why = _probe("torch")
     if torch is None:
         checks.append(Check("torch", "missing", why or "not installed", "pip install 'edgekit[full]'"))

@@ -30,13 +30,19 @@ def predict_onnx(path: Path, inputs: dict[str, np.ndarray], batch: int = 256, th
     return out[rt.output_names[0]]
 
 
-def predict_state(module: Any, onnx: Path | None, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    if module is not None:
+def predict_qdq(path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """A QDQ INT8 graph's own outputs: exact ONNX semantics (no fused integer kernels), the same on
+    every CPU. What a target computes from it is measured by build and bench, on that target."""
+    return predict_onnx(path, inputs, optimization="disabled")
+
+
+def predict_state(module: Any, onnx: Path | None, inputs: dict[str, np.ndarray], quantized: bool = False) -> np.ndarray:
+    if module is not None and not quantized:
         from edgekit.torchutil import predict
 
         return predict(module, inputs)
     assert onnx is not None  # noqa: S101 - a state has a module or a graph
-    return predict_onnx(onnx, inputs)
+    return predict_qdq(onnx, inputs) if quantized else predict_onnx(onnx, inputs)
 
 
 @lru_cache(maxsize=8)

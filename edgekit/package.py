@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgekit import console
 from edgekit.artifact import Artifact, Lineage, Manifest, check_output, finalize, staging
 from edgekit.build import build
@@ -70,12 +72,47 @@ def package(art: Artifact, target: str, precision: str | None = None, out: Path 
     return out
 
 
+def golden(art: Artifact, built: Artifact, directory: Path) -> dict[str, Any]:
+    """Write ``golden.npz`` (real test inputs and the reference's outputs for them) into ``directory``
+    and return the bundle's verify spec: the tolerance the build passed with."""
+    from edgekit.build import parity_samples, reference_runtime, run_batched
+    from edgekit.verify import GOLDEN, INT8_MIN_AGREEMENT, golden_rows, write_golden
+
+    record = built.manifest.target
+    assert record is not None  # noqa: S101
+    samples, real = parity_samples(art)
+    n = golden_rows(samples)
+    x = {k: np.ascontiguousarray(v[:n]) for k, v in samples.items()}
+    ref_rt, ref_name = reference_runtime(art, record.precision_requested)
+    y = run_batched(ref_rt, x, 8)
+    y = {k: v for k, v in y.items() if k in art.io.output_names}
+    write_golden(directory / GOLDEN, x, y)
+    parity = built.manifest.metrics.get("parity") or {}
+    return {"file": GOLDEN, "samples": n, "inputs": "real" if real else "synthetic", "reference": ref_name,
+            "tolerance": float(parity.get("tolerance", 1e-4)),
+            "min_agreement": INT8_MIN_AGREEMENT if record.precision_requested == "int8" else 1.0}
+
+
 def _fill(tmp: Path, built: Artifact, art: Artifact, name: str, variant: str, metrics: dict[str, Any]) -> None:
+    from edgekit.verify import GOLDEN, compare, read_golden, runtime_version
+
     record = built.manifest.target
     assert record is not None  # noqa: S101
     files = [f for f in built.manifest.files if f != "timing.cache"]
     for f in files:
         shutil.copyfile(built.path / f, tmp / f)
+    spec = golden(art, built, tmp)
+    files.append(GOLDEN)
+    # checked here, on the machine that packages it: the first place the bundle was verified
+    from edgekit.build import load_built
+    from edgekit.cpu import detect
+
+    x, y = read_golden(tmp / GOLDEN)
+    where = f"{record.name} {runtime_version(record.name)}, CPU {detect().line()}"
+    result = compare(load_built(built).infer(x), y, spec, art.io.task, where)
+    spec["verified_on"] = [{"cpu": detect().record(), "runtime_version": runtime_version(record.name),
+                            "max_error": result["max_error"], "agreement": result["agreement"]}]
+    metrics = {**metrics, "verify": spec}
     manifest = Manifest(
         kind="bundle",
         name=name,

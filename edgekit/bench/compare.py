@@ -288,8 +288,11 @@ def _accuracy(plans: list[Plan], art: Artifact, x: dict[str, np.ndarray], y: np.
 
 def _row(p: Plan, batch: int, threads: int, samples_ns: list[int] | None) -> Row:
     fields = {k: v for k, v in p.row.items() if k != "parity_failed"}
+    from edgekit.cpu import detect
+
+    cpu_kind = detect().kind if fields.get("device", "cpu") == "cpu" else None
     row = Row(variant=p.variant, artifact=str(p.art.path), sha256=p.art.sha256, is_baseline=p.is_baseline,
-              target=p.target, precision_requested=p.precision, batch=batch, threads=threads, **fields)
+              target=p.target, precision_requested=p.precision, batch=batch, threads=threads, cpu_kind=cpu_kind, **fields)
     if samples_ns:
         stats = stats_ms(samples_ns)
         row.latency_ms = Latency(**stats)

@@ -53,6 +53,7 @@ class Row(BaseModel):
     params: int | None = None
     macs: int | None = None
     speedup: float | None = None  # baseline min / this min, same batch (edgekit.bench.harness.speedup)
+    cpu_kind: str | None = None  # the INT8 kind of the CPU the row ran on (edgekit.cpu)
 
 
 class Machine(BaseModel):
@@ -60,6 +61,8 @@ class Machine(BaseModel):
     cores: int
     threads_available: int
     flags: list[str]
+    cpu_kind: str | None = None  # edgekit.cpu: which INT8 kernels this CPU has
+    u8s8_saturates: bool | None = None
     os: str
     python: str
     versions: dict[str, str]
@@ -102,9 +105,13 @@ def machine() -> Machine:
     except OSError:
         pass
     avail = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from edgekit.cpu import detect
+
+    kind = detect()
     return Machine(
         cpu=cpu, cores=os.cpu_count() or 1, threads_available=avail,
-        flags=[f for f in INTERESTING_FLAGS if f in flags], os=f"{platform.system()} {platform.release()}",
+        flags=[f for f in INTERESTING_FLAGS if f in flags], cpu_kind=kind.kind, u8s8_saturates=kind.u8s8_saturates,
+        os=f"{platform.system()} {platform.release()}",
         python=platform.python_version(), versions=library_versions(),
     )
 
@@ -156,7 +163,8 @@ def print_table(report: BenchReport, console: Any) -> None:
     from rich.table import Table
 
     for batch in report.config.batches:
-        table = Table(title=f"edgekit bench - batch {batch}, {report.config.threads} threads, {report.machine.cpu}")
+        table = Table(title=f"edgekit bench - batch {batch}, {report.config.threads} threads, {report.machine.cpu} "
+                            f"({report.machine.cpu_kind or 'unknown CPU kind'})")
         for col in COLUMNS:
             table.add_column(col, justify="left" if col in ("variant", "target", "precision", "status") else "right",
                              overflow="fold")
@@ -182,6 +190,7 @@ def markdown(report: BenchReport) -> str:
         f"# edgekit bench ({report.created})",
         "",
         f"Machine: {m.cpu}, {m.cores} cores ({m.threads_available} available), flags {', '.join(m.flags) or '-'}, "
+        f"CPU kind {m.cpu_kind or 'unknown'}, "
         f"{m.os}, Python {m.python}. Threads: {report.config.threads}.",
         f"Versions: {', '.join(f'{k} {v}' for k, v in m.versions.items())}.",
         f"Artifact: `{report.config.artifact}` (full model: `{report.config.root}`); data: {report.config.data or 'none'} "

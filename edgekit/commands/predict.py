@@ -16,16 +16,25 @@ from edgekit.commands._common import emit, json_option
 @click.option("--top-k", type=int, default=3, show_default=True)
 @click.option("--threads", type=int, default=None)
 @click.option("--out", type=click.Path(), default=None, help="Write all outputs to this .npz.")
+@click.option("--no-verify", is_flag=True,
+              help="Skip the bundle's golden-sample check (run once per bundle, runtime and CPU, then cached).")
 @json_option
-def command(bundle: str, inputs: tuple[str, ...], top_k: int, threads: int | None, out: str | None, as_json: bool) -> None:
-    """Run BUNDLE on INPUTS (.npy / .npz / image files). Needs no torch: numpy and the bundle's runtime."""
+def command(bundle: str, inputs: tuple[str, ...], top_k: int, threads: int | None, out: str | None, no_verify: bool,
+            as_json: bool) -> None:
+    """Run BUNDLE on INPUTS (.npy / .npz / image files). Needs no torch: numpy and the bundle's runtime.
+
+    Before the first prediction on a machine the bundle checks its golden samples (as `edgekit verify`
+    does) and refuses to predict, exit 4, when this device computes it differently."""
     import numpy as np
 
     from edgekit.runtime import Bundle, load_inputs
+    from edgekit.verify import ensure_verified
 
     b = Bundle.open(bundle)
     feeds = load_inputs([Path(p) for p in inputs], b.io)
     b.runtime(threads)
+    if not no_verify:
+        ensure_verified(b, threads)
     pred = b.predict(feeds, top_k=top_k)
     if out:
         np.savez(out, **pred.outputs)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool

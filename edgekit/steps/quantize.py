@@ -171,10 +171,10 @@ def _overrides(opts: QuantizeStep, nodes: list[tuple[str, str]], pre: Path) -> t
 
 def _evaluate(model: Path, x: dict[str, np.ndarray], y: np.ndarray | None, io: IOSpec, ref: np.ndarray) -> tuple[float, float]:
     """(task metric on val, MSE of outputs vs the float graph) for one candidate graph."""
-    from edgekit.evaluate import predict_onnx
+    from edgekit.evaluate import predict_qdq
     from edgekit.metrics import task_metric
 
-    out = predict_onnx(model, x)
+    out = predict_qdq(model, x)  # the graph's own accuracy, the same on every CPU
     _, value = task_metric(io, out, y, ref)
     return float(value if value is not None else 0.0), float(((out - ref) ** 2).mean())
 

@@ -4,6 +4,11 @@ The build copies the graph and saves the session options beside it. For INT8 it 
 portable QDQ graph for ONNX Runtime's CPU kernels, which are fast on U8 activations and slow on S8
 ones: an S8 activation with scale s and zero point 0 is exactly a U8 one with scale s and zero point
 128 (DESIGN.md §4). Weights stay S8. The rewrite is parity-checked like any build.
+
+On x86 CPUs without VNNI those u8 x s8 kernels add product pairs into saturating 16 bits
+(``edgekit.cpu``). Every session sets ``session.x64quantprecision=1``: ONNX Runtime checks the CPU it
+runs on and, only where pairs can saturate, uses exact u8 x u8 kernels; elsewhere the entry changes
+nothing. It is set at load, so a bundle decides on the device, not on the build machine.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ PROVIDERS = {
 }
 # ONNX Runtime's CPU kernels: u8 activations x s8 weights, Relu folded into the quantizer
 CPU_INT8_REWRITES = ("fold_relu_pairs", "nonnegative_to_u8", "s8_to_u8", "fold_float_weights")
+# exact integer kernels on CPUs where u8 x s8 can saturate (ONNX Runtime checks the CPU itself)
+EXACT_INT8 = {"session.x64quantprecision": "1"}
 GPU_HINT = "pip install onnxruntime-gpu (in place of onnxruntime) on a machine with an NVIDIA GPU and CUDA"
 
 
@@ -40,6 +47,8 @@ class OrtRuntime:
         opts.intra_op_num_threads = threads or default_threads()
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        for key, value in EXACT_INT8.items():
+            opts.add_session_config_entry(key, value)
         if shared:  # workers spin after each run by default, taking the cores from whoever runs next
             opts.add_session_config_entry("session.force_spinning_stop", "1")
         opts.graph_optimization_level = {
@@ -100,7 +109,8 @@ class OnnxRuntimeTarget:
             precision=opts.precision,
             runtime_version=importlib.metadata.version("onnxruntime"),
             model_file="model.onnx",
-            options={"providers": PROVIDERS[opts.device], "graph_optimization_level": "all", "rewrites": rewritten},
+            options={"providers": PROVIDERS[opts.device], "graph_optimization_level": "all", "rewrites": rewritten,
+                     "session_config": EXACT_INT8},
         )
         return Built(record, ["model.onnx"], {"rewrites": rewritten} if rewritten else {})
 

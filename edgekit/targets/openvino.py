@@ -4,6 +4,12 @@ On CPUs with bf16, OpenVINO runs an f32 model in bf16 unless ``INFERENCE_PRECISI
 so a row called fp32 runs f32 and bf16 is its own precision. INT8 (QDQ) graphs keep their float
 fallback regions in f32 for the same reason: an accuracy budget checked once holds here too. The
 precision that actually ran is read back from the compiled model.
+
+INT8 on x86 CPUs without VNNI (``edgekit.cpu``): OpenVINO's kernels add u8 x s8 product pairs into
+saturating 16-bit sums. ``model.xml`` is the build that is right on every CPU: u8 activations kept
+to 0..127 and layers with a signed input in float (both exact re-expressions of the QDQ graph).
+Built on a CPU that does not saturate, the bundle also carries ``model-vnni.xml`` (those layers in
+INT8 as well), which the runtime picks only where the device it runs on has VNNI or AMX.
 """
 
 from __future__ import annotations
@@ -42,9 +48,27 @@ def compile_config(record: TargetRecord, threads: int | None) -> dict[str, str]:
     return config
 
 
+# u8 x s8 kernels: the graph that is right on every CPU, and the one for CPUs whose pair sums do not saturate
+SAFE_INT8_REWRITES = ("fold_relu_pairs", "nonnegative_to_u8", "u8_to_7bit", "signed_layers_float")
+VNNI_INT8_REWRITES = ("fold_relu_pairs", "nonnegative_to_u8", "u8_to_7bit")
+VNNI_MODEL = "model-vnni.xml"
+
+
+def model_for_this_cpu(record: TargetRecord) -> str:
+    """The IR file this device runs: the VNNI variant only where pair sums cannot saturate."""
+    from edgekit.cpu import detect
+
+    vnni = record.options.get("vnni_model")
+    cpu = detect()
+    if vnni and cpu.arch in ("x86_64", "amd64") and cpu.kind in ("x86-amx", "x86-avx512-vnni", "x86-avx-vnni"):
+        return str(vnni)
+    return record.model_file
+
+
 class OvRuntime:
     def __init__(self, xml: Path, record: TargetRecord, threads: int | None = None) -> None:
         core = _core()
+        self.model_file = xml.name
         self.compiled = core.compile_model(str(xml), record.device.upper(), compile_config(record, threads or default_threads()))
         self.request = self.compiled.create_infer_request()
         self.output_names = [o.get_any_name() for o in self.compiled.outputs]
@@ -94,21 +118,19 @@ class OpenVinoTarget:
         self.check_precision(opts.device, opts.precision)
         failures = (ov_errors.OpConversionFailure, ov_errors.GeneralFailure, ov_errors.NotImplementedFailure,
                     ov_errors.OpValidationFailure, RuntimeError)
-        rewrites: dict[str, int] = {}
-        source = onnx_path
-        if opts.precision == "int8" and opts.device.upper() == "CPU":
-            from edgekit.targets.qdq_rewrite import rewrite
+        from edgekit.cpu import detect
 
-            source = out / ".rewritten.onnx"
-            rewrites = rewrite(onnx_path, source, ("fold_relu_pairs", "nonnegative_to_u8"))  # u8 x s8 oneDNN kernels
-        try:
-            model = ov.convert_model(str(source))
-        except failures as exc:
-            raise compile_failure("openvino", exc, onnx_path) from None
-        finally:
-            if source != onnx_path:
-                source.unlink(missing_ok=True)
-        ov.save_model(model, str(out / "model.xml"), compress_to_fp16=False)
+        rewrites: dict[str, int] = {}
+        files = ["model.xml", "model.bin"]
+        extra: dict[str, Any] = {}
+        if opts.precision == "int8" and opts.device.upper() == "CPU":
+            rewrites = self._convert(onnx_path, out / "model.xml", SAFE_INT8_REWRITES, failures)
+            if rewrites.get("signed_layers_float") and not detect().u8s8_saturates:
+                self._convert(onnx_path, out / VNNI_MODEL, VNNI_INT8_REWRITES, failures)
+                files += [VNNI_MODEL, VNNI_MODEL.replace(".xml", ".bin")]
+                extra["vnni_model"] = VNNI_MODEL
+        else:
+            self._convert(onnx_path, out / "model.xml", (), failures)
         record = TargetRecord(
             name=self.name,
             device=opts.device,
@@ -116,13 +138,35 @@ class OpenVinoTarget:
             precision=opts.precision,
             runtime_version=ov.get_version().split("-")[0],
             model_file="model.xml",
-            options={"hint": opts.hint, "inference_precision": INFERENCE_PRECISION[opts.precision], "rewrites": rewrites},
+            options={"hint": opts.hint, "inference_precision": INFERENCE_PRECISION[opts.precision], "rewrites": rewrites,
+                     **extra},
         )
         runtime = OvRuntime(out / "model.xml", record)
         ran = runtime.precision
         record.precision = "int8" if opts.precision == "int8" else ran
-        return Built(record, ["model.xml", "model.bin"], {"ov_inference_precision": ran})
+        return Built(record, files, {"ov_inference_precision": ran})
+
+    @staticmethod
+    def _convert(onnx_path: Path, xml: Path, steps: tuple[str, ...], failures: tuple[type[BaseException], ...]) -> dict[str, int]:
+        import openvino as ov
+
+        counts: dict[str, int] = {}
+        source = onnx_path
+        if steps:
+            from edgekit.targets.qdq_rewrite import rewrite
+
+            source = xml.with_name(f".{xml.stem}.rewritten.onnx")
+            counts = rewrite(onnx_path, source, steps)
+        try:
+            model = ov.convert_model(str(source))
+        except failures as exc:
+            raise compile_failure("openvino", exc, onnx_path) from None
+        finally:
+            if source != onnx_path:
+                source.unlink(missing_ok=True)
+        ov.save_model(model, str(xml), compress_to_fp16=False)
+        return counts
 
     def load(self, directory: Path, record: TargetRecord, threads: int | None = None,
              shared: bool = False) -> OvRuntime:  # TBB's workers sleep soon after a call: nothing to change
-        return OvRuntime(directory / record.model_file, record, threads)
+        return OvRuntime(directory / model_for_this_cpu(record), record, threads)

@@ -17,6 +17,13 @@ other encodings of the same numbers:
   an integer kernel, so ONNX Runtime would dequantize its constant weights on every run; they are
   dequantized once, at build time, into a float initializer.
 
+- ``u8_to_7bit`` (exact): a U8 zero-point-0 activation reads ``Clip(x, 0, 127 s)``, so it keeps
+  the portable graph's 0..127; with 8-bit weights no u8 x s8 pair sum can pass 32767 on x86 CPUs
+  without VNNI (``edgekit.cpu``).
+- ``signed_layers_float`` (exact): a layer whose input stays signed (S8) would be shifted to u8
+  0..255 by OpenVINO's kernels, and on CPUs without VNNI its pair sums saturate; it runs in float
+  on its dequantized input and weights instead, which is exactly what the QDQ graph computes.
+
 Every build that uses them is parity-checked against the stored graph on ONNX Runtime's reference
 kernels, and records what it rewrote.
 """
@@ -166,7 +173,6 @@ def s8_to_u8(model: Any) -> int:
 
 def fold_float_weights(model: Any) -> int:
     """DQ(constant weight) -> Conv with no QuantizeLinear after it  ==>  a float weight."""
-    from onnx import numpy_helper
 
     graph = model.graph
     inits, producers, consumers = graph_maps(graph)
@@ -179,23 +185,93 @@ def fold_float_weights(model: Any) -> int:
             dq = producers.get(name)
             if dq is None or dq.op_type != "DequantizeLinear" or not all(i in inits for i in dq.input if i):
                 continue
-            q = numpy_helper.to_array(inits[dq.input[0]])
-            scale = numpy_helper.to_array(inits[dq.input[1]])
-            has_zero = len(dq.input) > 2 and dq.input[2]
-            zero = numpy_helper.to_array(inits[dq.input[2]]) if has_zero else np.zeros((), dtype=np.int8)
-            axis = next((a.i for a in dq.attribute if a.name == "axis"), 1) % q.ndim
-            shape = [1] * q.ndim
-            if scale.size > 1:
-                shape[axis] = -1
-            w = (q.astype(np.float32) - zero.astype(np.float32).reshape(shape)) * scale.astype(np.float32).reshape(shape)
-            new = numpy_helper.from_array(w.astype(np.float32), f"{name}__float")
-            graph.initializer.append(new)
-            node.input[k] = new.name
+            node.input[k] = _dequantized(graph, inits, dq, name)
             folded += 1
     _, _, consumers = graph_maps(graph)
     for dq in [n for n in graph.node if n.op_type == "DequantizeLinear" and not consumers.get(n.output[0])]:
         graph.node.remove(dq)
     return folded
+
+
+def u8_to_7bit(model: Any) -> int:
+    """U8 zero-point-0 activation quantizers read ``Clip(x, 0, 127 s)`` instead of ``x`` (a Relu that
+    feeds only such a quantizer becomes that Clip): u8 values stay in 0..127, the portable graph's own
+    S8 range, so u8 x s8 pair sums stay below 2 * 127 * 128 < 32767 on CPUs without VNNI."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inits, producers, consumers = graph_maps(graph)
+    count = 0
+    for q in [n for n in graph.node if n.op_type == "QuantizeLinear"]:
+        if q.input[0] in inits or len(q.input) < 3:
+            continue
+        zp, scale = _array(inits, q.input[2]), _array(inits, q.input[1])
+        if zp is None or scale is None or zp.dtype != np.uint8 or np.any(zp != 0) or scale.size != 1:
+            continue
+        high = numpy_helper.from_array(np.asarray(127.0 * float(scale.reshape(())), np.float32), f"{q.name or q.output[0]}__u7_max")
+        low = numpy_helper.from_array(np.zeros((), np.float32), f"{q.name or q.output[0]}__u7_min")
+        graph.initializer.extend([low, high])
+        src = producers.get(q.input[0])
+        if src is not None and src.op_type == "Relu" and len(consumers.get(src.output[0], [])) == 1:
+            src.op_type = "Clip"
+            src.input.extend([low.name, high.name])
+        else:
+            clipped = f"{q.input[0]}__u7_{count}"
+            at = list(graph.node).index(q)
+            graph.node.insert(at, helper.make_node("Clip", [q.input[0], low.name, high.name], [clipped],
+                                                   name=f"{q.name or 'q'}__u7_clip"))
+            q.input[0] = clipped
+        count += 1
+    return count
+
+
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
+def _signed_input(node: Any, inits: dict[str, Any], producers: dict[str, Any]) -> bool:
+    """Whether a layer's activation input is an S8 (signed) Q/DQ: kernels shift it to u8 0..255."""
+    dq = producers.get(node.input[0])
+    if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3:
+        return False
+    zp = _array(inits, dq.input[2])
+    return zp is not None and zp.dtype == np.int8
+
+
+def signed_layers_float(model: Any) -> int:
+    """Layers reading a signed activation run in float with their weights dequantized once: the input
+    Q/DQ stays, so the result is exactly the QDQ graph's, and no u8-shifted pair can saturate."""
+    graph = model.graph
+    inits, producers, _ = graph_maps(graph)
+    count = 0
+    for node in [n for n in graph.node if n.op_type in WEIGHTED_OPS]:
+        if not _signed_input(node, inits, producers) or len(node.input) < 2:
+            continue
+        dq = producers.get(node.input[1])
+        if dq is None or dq.op_type != "DequantizeLinear" or not all(i in inits for i in dq.input if i):
+            continue
+        node.input[1] = _dequantized(graph, inits, dq, node.input[1])
+        count += 1
+    _, _, consumers = graph_maps(graph)
+    for dq in [n for n in graph.node if n.op_type == "DequantizeLinear" and not consumers.get(n.output[0])]:
+        graph.node.remove(dq)
+    return count
+
+
+def _dequantized(graph: Any, inits: dict[str, Any], dq: Any, name: str) -> str:
+    from onnx import numpy_helper
+
+    q = numpy_helper.to_array(inits[dq.input[0]])
+    scale = numpy_helper.to_array(inits[dq.input[1]])
+    has_zero = len(dq.input) > 2 and dq.input[2]
+    zero = numpy_helper.to_array(inits[dq.input[2]]) if has_zero else np.zeros((), dtype=np.int8)
+    axis = next((a.i for a in dq.attribute if a.name == "axis"), 1) % q.ndim
+    shape = [1] * q.ndim
+    if scale.size > 1:
+        shape[axis] = -1
+    w = (q.astype(np.float32) - zero.astype(np.float32).reshape(shape)) * scale.astype(np.float32).reshape(shape)
+    new = numpy_helper.from_array(w.astype(np.float32), f"{name}__float")
+    graph.initializer.append(new)
+    return str(new.name)
 
 
 def _drop_unused(graph: Any) -> None:
@@ -216,7 +292,8 @@ def rewrite(src: Path, dst: Path, steps: tuple[str, ...]) -> dict[str, int]:
     import onnx
 
     fns = {"fold_relu_pairs": fold_relu_pairs, "nonnegative_to_u8": nonnegative_to_u8, "s8_to_u8": s8_to_u8,
-           "fold_float_weights": fold_float_weights}
+           "fold_float_weights": fold_float_weights, "u8_to_7bit": u8_to_7bit,
+           "signed_layers_float": signed_layers_float}
     model = onnx.load(str(src))
     counts = {name: fns[name](model) for name in steps}
     _drop_unused(model.graph)
