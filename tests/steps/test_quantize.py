@@ -159,7 +159,7 @@ def test_budget_fallback_then_holds(digits_ckpt: Artifact, tmp_path: Path) -> No
     """A budget that plain INT8 misses triggers fallback; the report names the layers and their cost."""
     recipe = tmp_path / "tight.yaml"
     recipe.write_text("name: tight\nsteps:\n  - kind: quantize\n    method: percentile\n    percentile: 93\n"
-                      "    max_accuracy_drop: 0.005\n")
+                      "    max_accuracy_drop: 0.005\n    max_fallback_fraction: 1.0\n")
     res = run_cli("compress", str(digits_ckpt.path), "--recipe", str(recipe), "--out", str(tmp_path / "t"), "--json",
                   cwd=tmp_path)
     assert res.code == 0, res.err

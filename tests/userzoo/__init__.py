@@ -140,3 +140,28 @@ class Noisy(nn.Module):
 
 def noisy() -> nn.Module:
     return Noisy()
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block: 1x1 expand (reads the signed sum of the last block), depthwise 3x3, linear 1x1."""
+
+    def __init__(self, channels: int, expand: int = 4) -> None:
+        super().__init__()
+        hidden = channels * expand
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
+            nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
+            nn.Conv2d(hidden, channels, 1, bias=False), nn.BatchNorm2d(channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def mbnet(num_classes: int = 10, in_channels: int = 1, width: int = 16) -> nn.Module:
+    """A small depthwise-separable CNN with linear bottlenecks (where INT8 kernels can saturate)."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU6(),
+        InvertedResidual(width), InvertedResidual(width),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes),
+    )

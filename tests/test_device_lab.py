@@ -1,0 +1,101 @@
+"""The device lab: the same INT8 bundles give the reference predictions, and pass `edgekit verify`, on
+this host and on an emulated x86 CPU without AVX-512 or VNNI (user-mode `qemu-x86_64 -cpu Haswell`,
+set up by tools/device_lab.sh). Each bundle runs in a torch-free device venv from the wheelhouse.
+
+Under emulation ``/proc/cpuinfo`` still describes the host; edgekit reads the CPU by CPUID (through
+numpy), so the emulated run reports, and decides for, the emulated CPU. qemu cannot emulate VNNI or
+AVX-512 (TCG), so the VNNI case runs natively where the host has it. Emulated aarch64 is not part of
+the lab yet (see the README's CPU kinds section).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekit.artifact import Artifact
+from edgekit.cpu import detect
+
+from .conftest import ROOT
+
+WHEELHOUSE = ROOT / "wheelhouse"
+QEMU = shutil.which("qemu-x86_64-static") or shutil.which("qemu-x86_64")
+
+pytestmark = pytest.mark.skipif(not WHEELHOUSE.is_dir(), reason="no wheelhouse: `make test` fills it before the suite")
+
+
+@pytest.fixture(scope="module")
+def device(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A device: the light edgekit with onnxruntime and openvino, no torch (its python)."""
+    venv = tmp_path_factory.mktemp("lab") / "device"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-index", "--find-links",
+                    str(WHEELHOUSE), "edgekit[onnxruntime,openvino]"], check=True, env={**os.environ, "PIP_CONSTRAINT": ""})
+    return venv / "bin" / "python"
+
+
+@pytest.fixture(scope="module")
+def lab_bundles(digits_ckpt: Artifact, workdir: Path) -> dict[str, tuple[Path, Artifact]]:
+    """INT8 bundles of two trained models: the digits CNN and a depthwise net with linear bottlenecks
+    (its 1x1 expand convolutions read signed sums: where CPUs without VNNI saturate)."""
+    from edgekit.compress import compress
+    from edgekit.package import package
+    from edgekit.train import TrainConfig, train
+
+    mb = train(TrainConfig(model="userzoo:mbnet", epochs=12), out=workdir / "runs" / "mbnet", overwrite=True)
+    assert mb is not None
+    out = {}
+    for name, ckpt in (("digits", digits_ckpt), ("mbnet", mb)):
+        art = compress(ckpt, "int8", out=ckpt.path / "lab-int8", overwrite=True)
+        assert art is not None
+        for target in ("onnxruntime", "openvino"):
+            out[f"{name}-{target}"] = (package(art, target, out=workdir / f"lab-{name}-{target}.tar.gz", overwrite=True), art)
+    return out
+
+
+def _run(python: Path, args: list[str], emulate: str | None, cwd: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [str(python), "-m", "edgekit", *args]
+    if emulate:
+        cmd = [str(QEMU), "-cpu", emulate, *cmd]
+    env = {**os.environ, "XDG_CACHE_HOME": str(cwd / "cache"), "OMP_NUM_THREADS": "2"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False, cwd=cwd, env=env)
+
+
+CASES = [pytest.param(None, id="host"),
+         pytest.param("Haswell", id="emulated-avx2", marks=pytest.mark.skipif(
+             QEMU is None, reason="qemu-x86_64 is not installed (tools/device_lab.sh installs it with apt, as root)"))]
+
+
+@pytest.mark.parametrize("emulate", CASES)
+@pytest.mark.parametrize("bundle", ["digits-onnxruntime", "digits-openvino", "mbnet-onnxruntime", "mbnet-openvino"])
+def test_bundle_verifies_and_predicts_the_reference(device: Path, lab_bundles: dict[str, tuple[Path, Artifact]],
+                                                    bundle: str, emulate: str | None, tmp_path: Path) -> None:
+    from edgekit.build import reference_runtime
+    from edgekit.data import resolve_source
+
+    if detect().arch not in ("x86_64", "amd64") and emulate:
+        pytest.skip("x86 emulation on a non-x86 host is not part of the lab")
+    path, art = lab_bundles[bundle]
+    res = _run(device, ["verify", str(path), "--json"], emulate, tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    verified = json.loads(res.stdout)
+    if emulate:
+        assert verified["cpu"]["kind"] == "x86-avx2" and verified["cpu"]["u8s8_saturates"], verified["cpu"]
+    x, _ = resolve_source("digits")("test")
+    x = x["input"][:48]
+    np.save(tmp_path / "x.npy", x)
+    pred = _run(device, ["predict", str(path), str(tmp_path / "x.npy"), "--json", "--top-k", "1"],
+                emulate, tmp_path)
+    assert pred.returncode == 0, pred.stderr[-2000:]
+    got = np.array([int(p[0]["label"]) for p in json.loads(pred.stdout)["predictions"]])
+    # the reference: the QDQ graph the bundle was built from, with exact ONNX semantics
+    ref_rt, _ = reference_runtime(art, "int8")
+    want = ref_rt.infer({"input": x})["output"].argmax(1)
+    assert (got == want).mean() >= 0.98, (bundle, emulate, (got == want).mean())
