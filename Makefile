@@ -34,9 +34,9 @@ wheelhouse: $(STAMP)
 $(VENV)/trt-stubs: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --target $(VENV)/trt-stubs tensorrt-stubs==10.13.0.35.1
 
-# the device lab: user-mode qemu for runs on an emulated CPU without VNNI (tests/test_device_lab.py)
-lab:
-	bash tools/device_lab.sh
+# the device lab: user-mode qemu (x86 without VNNI, aarch64) and an arm64 Python (tests/test_device_lab.py)
+lab: $(STAMP)
+	PYTHON=$(BIN)/python bash tools/device_lab.sh $(VENV)/lab
 
 test: $(STAMP) wheelhouse $(VENV)/trt-stubs lab
 	$(BIN)/ruff check .

@@ -180,7 +180,8 @@ def combine(proc: CpuInfo, cpuid: set[str] | None) -> CpuInfo:
     shared = [f for f in NUMPY_FLAGS.values() if f in X86_FLAGS + ARM_FLAGS]
     agrees = all((f in proc.flags) == (f in cpuid) for f in shared if f in ("avx2", "avx512f", "avx512_vnni", "asimddp"))
     flags = set(cpuid) | ({f for f in proc.flags if f not in shared} if agrees else set())
-    return CpuInfo(arch=proc.arch, model=proc.model if agrees else f"{proc.model} (as CPUID reports it)".strip(),
+    # disagreeing, /proc/cpuinfo describes another CPU (the host of an emulator): its name is not this one's
+    return CpuInfo(arch=proc.arch, model=proc.model if agrees else "",
                    flags=tuple(f for f in X86_FLAGS + ARM_FLAGS if f in flags), kind=classify(proc.arch, flags))
 
 

@@ -57,7 +57,10 @@ def safe_extract(archive: Path, dest: Path) -> Path:
             roots.add(path.parts[0])
         if len(roots) != 1:
             raise ArtifactError(f"bundle {archive} must hold exactly one top-level folder (found {len(roots)})")
-        tar.extractall(dest, filter="data")
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter="data")
+        else:  # Python < 3.10.12 / 3.11.4 (Debian 12's 3.11.2): members were checked above, files and dirs only
+            tar.extractall(dest)  # noqa: S202
     return dest / roots.pop()
 
 

@@ -4,8 +4,10 @@ set up by tools/device_lab.sh). Each bundle runs in a torch-free device venv fro
 
 Under emulation ``/proc/cpuinfo`` still describes the host; edgekit reads the CPU by CPUID (through
 numpy), so the emulated run reports, and decides for, the emulated CPU. qemu cannot emulate VNNI or
-AVX-512 (TCG), so the VNNI case runs natively where the host has it. Emulated aarch64 is not part of
-the lab yet (see the README's CPU kinds section).
+AVX-512 (TCG), so the VNNI case runs natively where the host has it. Emulated aarch64 (``-cpu
+cortex-a72``: NEON only; ``-cpu max``: dot product) runs Debian 12's arm64 Python with the aarch64
+wheels of the light runtime and onnxruntime 1.22.0 (1.32 crashes under qemu 7.2); OpenVINO's CPU
+plugin cannot start under user-mode qemu (it reads a sysfs entry qemu lacks), so those cases skip.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ from .conftest import ROOT
 
 WHEELHOUSE = ROOT / "wheelhouse"
 QEMU = shutil.which("qemu-x86_64-static") or shutil.which("qemu-x86_64")
+QEMU_ARM = shutil.which("qemu-aarch64-static")
+LAB = ROOT / ".venv" / "lab"
+ARM_PY = LAB / "arm64-root" / "usr" / "bin" / "python3.11"
+ARM_READY = QEMU_ARM is not None and ARM_PY.is_file() and (LAB / "arm64-site" / ".done").is_file()
 
 pytestmark = pytest.mark.skipif(not WHEELHOUSE.is_dir(), reason="no wheelhouse: `make test` fills it before the suite")
 
@@ -60,11 +66,27 @@ def lab_bundles(digits_ckpt: Artifact, workdir: Path) -> dict[str, tuple[Path, A
     return out
 
 
-def _run(python: Path, args: list[str], emulate: str | None, cwd: Path) -> subprocess.CompletedProcess[str]:
+@pytest.fixture(scope="module")
+def arm_edgekit(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This edgekit's wheel, unpacked for the emulated arm64 Python (pure Python: the same files)."""
+    import zipfile
+
+    wheel = next(WHEELHOUSE.glob("edgekit-*.whl"))
+    out = tmp_path_factory.mktemp("arm-edgekit")
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(out)
+    return out
+
+
+def _run(python: Path, args: list[str], emulate: str | None, cwd: Path, arm: Path | None = None) -> subprocess.CompletedProcess[str]:
     cmd = [str(python), "-m", "edgekit", *args]
-    if emulate:
-        cmd = [str(QEMU), "-cpu", emulate, *cmd]
     env = {**os.environ, "XDG_CACHE_HOME": str(cwd / "cache"), "OMP_NUM_THREADS": "2"}
+    if arm is not None:
+        cmd = [str(QEMU_ARM), "-cpu", str(emulate), "-L", str(LAB / "arm64-root"), str(ARM_PY), "-m", "edgekit", *args]
+        env["PYTHONPATH"] = os.pathsep.join([str(arm), str(LAB / "arm64-site")])
+        env.pop("VIRTUAL_ENV", None)
+    elif emulate:
+        cmd = [str(QEMU), "-cpu", emulate, *cmd]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False, cwd=cwd, env=env)
 
 
@@ -99,3 +121,33 @@ def test_bundle_verifies_and_predicts_the_reference(device: Path, lab_bundles: d
     ref_rt, _ = reference_runtime(art, "int8")
     want = ref_rt.infer({"input": x})["output"].argmax(1)
     assert (got == want).mean() >= 0.98, (bundle, emulate, (got == want).mean())
+
+
+ARM_CASES = [pytest.param("cortex-a72", "aarch64", id="aarch64-neon"), pytest.param("max", "aarch64-dotprod", id="aarch64-dotprod")]
+
+
+@pytest.mark.skipif(not ARM_READY, reason="no emulated aarch64 here: tools/device_lab.sh needs root, apt and qemu-user-static")
+@pytest.mark.parametrize(("cpu", "kind"), ARM_CASES)
+@pytest.mark.parametrize("bundle", ["digits-onnxruntime", "mbnet-onnxruntime", "digits-openvino"])
+def test_bundle_on_emulated_aarch64(lab_bundles: dict[str, tuple[Path, Artifact]], arm_edgekit: Path, bundle: str,
+                                    cpu: str, kind: str, tmp_path: Path) -> None:
+    if bundle.endswith("openvino"):
+        pytest.skip("OpenVINO's CPU plugin cannot start under user-mode qemu-aarch64 (it reads MIDR_EL1 from sysfs)")
+    from edgekit.build import reference_runtime
+    from edgekit.data import resolve_source
+
+    path, art = lab_bundles[bundle]
+    res = _run(ARM_PY, ["verify", str(path), "--json"], cpu, tmp_path, arm=arm_edgekit)
+    assert res.returncode == 0, res.stderr[-2000:]
+    verified = json.loads(res.stdout)
+    assert verified["cpu"]["kind"] == kind and verified["runtime_version"] == "1.22.0", verified
+    x, _ = resolve_source("digits")("test")
+    x = x["input"][:24]
+    np.save(tmp_path / "x.npy", x)
+    pred = _run(ARM_PY, ["predict", str(path), str(tmp_path / "x.npy"), "--json", "--top-k", "1"], cpu, tmp_path,
+                arm=arm_edgekit)
+    assert pred.returncode == 0, pred.stderr[-2000:]
+    got = np.array([int(p[0]["label"]) for p in json.loads(pred.stdout)["predictions"]])
+    ref_rt, _ = reference_runtime(art, "int8")
+    want = ref_rt.infer({"input": x})["output"].argmax(1)
+    assert (got == want).mean() >= 0.98, (bundle, cpu, (got == want).mean())
