@@ -129,6 +129,11 @@ def build(art: Artifact, target: str, precision: str | None = None, device: str 
         build_s = time.perf_counter() - started
         runtime = target_obj.load(tmp, built.record, threads=None)
         parity = check_parity(art, runtime, p.opts.precision)
+        if built.record.options.get("vnni_model"):  # the CPU-portable OpenVINO IR beside it is checked too
+            from edgekit.targets.openvino import OvRuntime
+
+            parity["portable_model"] = check_parity(art, OvRuntime(tmp / built.record.model_file, built.record),
+                                                    p.opts.precision)["max_error"]
         manifest = Manifest(
             kind="built",
             name=f"{art.manifest.name}-{p.info.name}-{p.opts.precision}",
