@@ -34,7 +34,7 @@ from typing import Any
 # flags that decide which INT8 kernels run (Linux /proc/cpuinfo spelling)
 X86_FLAGS = ("sse4_1", "avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16", "amx_bf16")
 ARM_FLAGS = ("asimd", "asimddp", "i8mm", "sve", "sve2", "bf16")
-VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+VNNI_KINDS = ("x86-amx", "x86-avx512-vnni", "x86-avx-vnni")  # u8 x s8 summed straight into 32 bits
 
 KIND_MEANING = {
     "x86-amx": "AMX tiles: exact INT8 kernels",
@@ -72,6 +72,11 @@ class CpuInfo:
     def u8s8_saturates(self) -> bool:
         """Whether x86 u8 x s8 integer kernels here add product pairs into saturating 16 bits."""
         return self.kind in ("x86-avx512", "x86-avx2", "x86-sse4")
+
+    @property
+    def has_vnni(self) -> bool:
+        """x86 with VNNI or AMX: INT8 kernels that need no care about pair sums."""
+        return self.kind in VNNI_KINDS
 
     @property
     def meaning(self) -> str:

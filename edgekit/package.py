@@ -94,7 +94,7 @@ def golden(art: Artifact, built: Artifact, directory: Path) -> dict[str, Any]:
 
 
 def _fill(tmp: Path, built: Artifact, art: Artifact, name: str, variant: str, metrics: dict[str, Any]) -> None:
-    from edgekit.verify import GOLDEN, compare, read_golden, runtime_version
+    from edgekit.verify import GOLDEN, check_runtime
 
     record = built.manifest.target
     assert record is not None  # noqa: S101
@@ -105,13 +105,9 @@ def _fill(tmp: Path, built: Artifact, art: Artifact, name: str, variant: str, me
     files.append(GOLDEN)
     # checked here, on the machine that packages it: the first place the bundle was verified
     from edgekit.build import load_built
-    from edgekit.cpu import detect
 
-    x, y = read_golden(tmp / GOLDEN)
-    where = f"{record.name} {runtime_version(record.name)}, CPU {detect().line()}"
-    result = compare(load_built(built).infer(x), y, spec, art.io.task, where)
-    spec["verified_on"] = [{"cpu": detect().record(), "runtime_version": runtime_version(record.name),
-                            "max_error": result["max_error"], "agreement": result["agreement"]}]
+    result = check_runtime(load_built(built), tmp / GOLDEN, spec, art.io.task, record.name, record.device)
+    spec["verified_on"] = [{k: result[k] for k in ("cpu", "runtime_version", "model_file", "max_error", "agreement")}]
     metrics = {**metrics, "verify": spec}
     manifest = Manifest(
         kind="bundle",

@@ -109,22 +109,26 @@ def compare(got: dict[str, np.ndarray], want: dict[str, np.ndarray], spec: dict[
     return {"max_error": max(errors.values()), "per_output": errors, "agreement": agree, "tolerance": tol}
 
 
+def check_runtime(runtime: Any, golden: Path, spec: dict[str, Any], task: str, target: str, device: str = "cpu") -> dict[str, Any]:
+    """Run the golden samples through ``runtime`` here; raises a one-line ParityError on a miss."""
+    x, y = read_golden(golden)
+    cpu = detect()
+    version = runtime_version(target)
+    result = compare(runtime.infer(x), y, spec, task, f"{target} {version} on {device}, CPU {cpu.line()}")
+    return {"target": target, "runtime_version": version, "model_file": getattr(runtime, "model_file", None),
+            "cpu": cpu.record(), "samples": int(next(iter(x.values())).shape[0]), **result}
+
+
 def verify_bundle(bundle: Any, threads: int | None = None) -> dict[str, Any]:
     """Run a bundle's golden samples on this machine; raises ParityError on a miss."""
     spec = bundle.manifest.metrics.get("verify")
     if not spec or GOLDEN not in bundle.manifest.files:
         raise ArtifactError(f"bundle {bundle.directory} carries no golden samples (packaged by an older edgekit)",
                             hint="package it again with this edgekit to make it self-verifying")
-    x, y = read_golden(bundle.directory / GOLDEN)
-    runtime = bundle.runtime(threads)
     record = bundle.manifest.target
-    cpu = detect()
-    where = f"{record.name} {runtime_version(record.name)} on {record.device}, CPU {cpu.line()}"
-    got = runtime.infer(x)
-    result = compare(got, y, spec, bundle.io.task, where)
-    return {"bundle": bundle.manifest.name, "target": record.name, "runtime_version": runtime_version(record.name),
-            "model_file": getattr(runtime, "model_file", record.model_file), "cpu": cpu.record(),
-            "samples": int(next(iter(x.values())).shape[0]), **result}
+    result = check_runtime(bundle.runtime(threads), bundle.directory / GOLDEN, spec, bundle.io.task, record.name,
+                           record.device)
+    return {"bundle": bundle.manifest.name, **result}
 
 
 def cache_dir() -> Path:

@@ -59,8 +59,7 @@ def model_for_this_cpu(record: TargetRecord) -> str:
     from edgekit.cpu import detect
 
     vnni = record.options.get("vnni_model")
-    cpu = detect()
-    if vnni and cpu.arch in ("x86_64", "amd64") and cpu.kind in ("x86-amx", "x86-avx512-vnni", "x86-avx-vnni"):
+    if vnni and detect().has_vnni:
         return str(vnni)
     return record.model_file
 
@@ -125,7 +124,7 @@ class OpenVinoTarget:
         extra: dict[str, Any] = {}
         if opts.precision == "int8" and opts.device.upper() == "CPU":
             rewrites = self._convert(onnx_path, out / "model.xml", SAFE_INT8_REWRITES, failures)
-            if rewrites.get("signed_layers_float") and not detect().u8s8_saturates:
+            if rewrites.get("signed_layers_float") and detect().has_vnni:
                 self._convert(onnx_path, out / VNNI_MODEL, VNNI_INT8_REWRITES, failures)
                 files += [VNNI_MODEL, VNNI_MODEL.replace(".xml", ".bin")]
                 extra["vnni_model"] = VNNI_MODEL

@@ -173,7 +173,6 @@ def s8_to_u8(model: Any) -> int:
 
 def fold_float_weights(model: Any) -> int:
     """DQ(constant weight) -> Conv with no QuantizeLinear after it  ==>  a float weight."""
-
     graph = model.graph
     inits, producers, consumers = graph_maps(graph)
     folded = 0
@@ -187,9 +186,7 @@ def fold_float_weights(model: Any) -> int:
                 continue
             node.input[k] = _dequantized(graph, inits, dq, name)
             folded += 1
-    _, _, consumers = graph_maps(graph)
-    for dq in [n for n in graph.node if n.op_type == "DequantizeLinear" and not consumers.get(n.output[0])]:
-        graph.node.remove(dq)
+    _drop_dead_dequantizers(graph)
     return folded
 
 
@@ -251,13 +248,21 @@ def signed_layers_float(model: Any) -> int:
             continue
         node.input[1] = _dequantized(graph, inits, dq, node.input[1])
         count += 1
-    _, _, consumers = graph_maps(graph)
-    for dq in [n for n in graph.node if n.op_type == "DequantizeLinear" and not consumers.get(n.output[0])]:
-        graph.node.remove(dq)
+    _drop_dead_dequantizers(graph)
     return count
 
 
+def _drop_dead_dequantizers(graph: Any) -> None:
+    """DequantizeLinear nodes nothing reads any more (their weights were dequantized at build time)."""
+    _, _, consumers = graph_maps(graph)
+    outputs = {o.name for o in graph.output}
+    for dq in [n for n in graph.node if n.op_type == "DequantizeLinear" and not consumers.get(n.output[0])
+               and n.output[0] not in outputs]:
+        graph.node.remove(dq)
+
+
 def _dequantized(graph: Any, inits: dict[str, Any], dq: Any, name: str) -> str:
+    """A float initializer holding what ``dq`` computes from its constant inputs; returns its name."""
     from onnx import numpy_helper
 
     q = numpy_helper.to_array(inits[dq.input[0]])
