@@ -13,14 +13,16 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import re
+import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgekit import __version__
 from edgekit.errors import ArtifactError, BadInputError, OutputExistsError
@@ -30,12 +32,25 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 Kind = Literal["checkpoint", "compressed", "built", "bundle"]
 CACHE_DIRS = ("builds", "bench", "exports")
+REPORT_FILES = frozenset({"bench.json", "bench.md", "bench.png"})  # a bench report directory
+MAX_NAME = 200
+# temporary names: ".<name>.tmp-<pid>-<random>" (and ".old-" for a replaced output): a later command
+# removes those whose process is gone (`sweep_stale`)
+_TEMP = re.compile(r"^\..*\.(?:tmp|old)-(\d+)-[A-Za-z0-9_]{8}$")
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """A single, plain path component: no separators, no leading dot, no control characters."""
+    if (not name or len(name) > MAX_NAME or name.startswith(".") or "/" in name or "\\" in name
+            or any(ord(c) < 32 or ord(c) == 127 for c in name)):
+        raise ValueError(f"{what} {name!r} is not a plain file name (no '/', no leading '.', at most {MAX_NAME} characters)")
+    return name
 
 
 class FileEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    sha256: str
-    size: int
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
 
 
 class ModelSpec(BaseModel):
@@ -46,6 +61,8 @@ class ModelSpec(BaseModel):
     kwargs: dict[str, Any] = Field(default_factory=dict)
     pruning: list[Any] | None = None  # Torch-Pruning's history, replayed on the fresh module
     weights: str = "model.safetensors"
+
+    _weights = field_validator("weights")(lambda v: check_name(v, "weights file"))
 
 
 class Lineage(BaseModel):
@@ -70,6 +87,8 @@ class TargetRecord(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     hardware: dict[str, Any] = Field(default_factory=dict)  # e.g. the GPU a TensorRT engine is for
 
+    _model_file = field_validator("model_file")(lambda v: check_name(v, "model file"))
+
 
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -85,6 +104,32 @@ class Manifest(BaseModel):
     lineage: Lineage
     metrics: dict[str, Any] = Field(default_factory=dict)
     target: TargetRecord | None = None
+
+    _name = field_validator("name")(lambda v: check_name(v, "artifact name"))
+
+    @field_validator("onnx")
+    @classmethod
+    def _onnx(cls, v: str | None) -> str | None:
+        return None if v is None else check_name(v, "onnx file")
+
+    @field_validator("files")
+    @classmethod
+    def _files(cls, v: dict[str, FileEntry]) -> dict[str, FileEntry]:
+        for name in v:
+            check_name(name, "file")
+        return v
+
+    def named_files(self) -> list[str]:
+        """Every file this manifest points at (each must be one of ``files``, so it is checksummed)."""
+        names = [self.onnx] if self.onnx else []
+        if self.model is not None and self.kind in ("checkpoint", "compressed"):
+            names.append(self.model.weights)
+        if self.target is not None:
+            names.append(self.target.model_file)
+            extra = self.target.options.get("vnni_model")
+            if extra is not None:
+                names.append(str(extra))
+        return names
 
 
 def sha256_file(path: Path) -> str:
@@ -160,6 +205,10 @@ class Artifact:
             err = exc.errors()[0]
             where = ".".join(str(x) for x in err["loc"])
             raise ArtifactError(f"{mpath} is not a valid manifest: {where}: {err['msg']}") from None
+        for name in manifest.named_files():
+            if name not in manifest.files:
+                raise ArtifactError(f"{mpath} names the file '{name}', which is not one of its checksummed files",
+                                    hint="the manifest was edited; re-create the artifact")
         art = cls(path, manifest, hashlib.sha256(raw).hexdigest())
         if verify:
             art.verify()
@@ -168,6 +217,8 @@ class Artifact:
     def verify(self) -> None:
         for name, entry in self.manifest.files.items():
             fpath = self.path / name
+            if fpath.is_symlink():
+                raise ArtifactError(f"{fpath} is a symbolic link", hint="an artifact holds its own files; copy them in")
             if not fpath.is_file():
                 raise ArtifactError(f"{fpath} is missing", hint="the artifact is incomplete; re-create it")
             if fpath.stat().st_size != entry.size or sha256_file(fpath) != entry.sha256:
@@ -207,15 +258,107 @@ class Artifact:
             chain.append(p)
         return chain
 
+    def chain_paths(self) -> list[Path]:
+        """The directories of this artifact and its ancestors: what a command on it reads."""
+        return [a.path for a in self.lineage_chain()]
+
     def relpath_from(self, other: Path) -> str:
         return os.path.relpath(self.path.resolve(), other.resolve())
 
 
-def check_output(out: Path, overwrite: bool) -> None:
-    """Exit 2 for an existing --out unless --overwrite; also catch unwritable parents early."""
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"output {out} already exists", hint="choose another --out or pass --overwrite")
-    parent = out.resolve().parent
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, as another user's
+        return True
+    return True
+
+
+def temp_name(name: str) -> str:
+    """A temporary sibling name for ``name`` that `sweep_stale` can tell is ours and whose owner it can check."""
+    return f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def sweep_stale(directory: Path) -> None:
+    """Remove temporary files and directories that edgekit processes left in ``directory`` when they were
+    killed (their process id is gone). Nothing else is touched."""
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        m = _TEMP.match(entry.name)
+        if m is None or _pid_alive(int(m.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def _inside(path: Path, other: Path) -> bool:
+    return path == other or path in other.parents
+
+
+def _would_delete(out: Path) -> list[str]:
+    """What replacing the directory ``out`` would delete that is neither the artifact (or bench report)
+    it holds nor that artifact's build/export caches."""
+    if not out.is_dir() or out.is_symlink():
+        return [f"{out} (not a directory edgekit wrote)"]
+    owned: set[str] = set(REPORT_FILES)
+    if (out / MANIFEST).is_file():
+        try:
+            owned |= {MANIFEST, *json.loads((out / MANIFEST).read_text()).get("files", {})}
+        except (OSError, ValueError, AttributeError, TypeError):
+            owned = set(REPORT_FILES)
+    lost = []
+    for entry in sorted(out.iterdir()):
+        if entry.is_file() and not entry.is_symlink() and entry.name in owned:
+            continue
+        if entry.name in ("builds", "exports") and entry.is_dir() and MANIFEST in owned:
+            continue  # caches keyed by the replaced manifest: they describe nothing once it is gone
+        if _TEMP.match(entry.name):
+            continue
+        if (entry / MANIFEST).is_file():
+            lost.append(f"{entry} (an artifact)")
+        elif entry.name == "bench" and entry.is_dir():
+            lost.append(f"{entry} (bench reports)")
+        else:
+            lost.append(str(entry))
+    return lost
+
+
+def check_output(out: Path, overwrite: bool, inputs: Iterable[Path] = (), *, directory: bool = True) -> None:
+    """Exit 2 for an existing --out unless --overwrite, for an --out that is or holds one of the
+    command's ``inputs``, for an --overwrite that would delete what the command did not make, and for
+    unwritable parents."""
+    try:
+        check_name(out.name if directory or out.name.startswith("..") else out.name.lstrip("."), "--out")
+    except ValueError as exc:
+        raise BadInputError(str(exc), hint="end --out with a plain directory or file name") from None
+    target = out.resolve()
+    for given in inputs:
+        if _inside(target, Path(given).resolve()):
+            raise BadInputError(f"--out {out} is or contains the input {given}",
+                                hint="write the output somewhere else: replacing it would delete the input")
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise OutputExistsError(f"output {out} already exists", hint="choose another --out or pass --overwrite")
+        if directory:
+            lost = _would_delete(out)
+            if lost:
+                more = f" and {len(lost) - 2} more" if len(lost) > 2 else ""
+                raise OutputExistsError(
+                    f"--overwrite would delete {', '.join(lost[:2])}{more}, which this command did not make",
+                    hint="move them away, or choose another --out",
+                )
+        elif out.is_dir():
+            raise OutputExistsError(f"output {out} is a directory", hint="give a file name for --out")
+    parent = target.parent
     probe = parent
     while not probe.exists():
         probe = probe.parent
@@ -226,36 +369,87 @@ def check_output(out: Path, overwrite: bool) -> None:
 
 
 @contextmanager
-def staging(out: Path, overwrite: bool = False) -> Iterator[Path]:
-    """A temporary directory beside ``out``; renamed to ``out`` when the block completes.
+def _locked(directory: Path) -> Iterator[None]:
+    """An exclusive lock on ``directory`` (flock on its descriptor) around a check-and-rename."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: the rename still refuses a non-empty target
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
-    An exception (or a kill) leaves ``out`` as it was: the temporary directory is removed, or, after
-    a kill, left under a dotted name that never looks like an artifact.
-    """
-    check_output(out, overwrite)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    except OSError as exc:
-        raise BadInputError(f"cannot write to {out.parent}: {exc.strerror or exc}", hint="choose a writable --out") from None
-    try:
-        yield tmp
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+
+def publish(tmp: Path, out: Path, overwrite: bool, *, directory: bool = True) -> None:
+    """Rename the finished ``tmp`` to ``out``, checking again under a lock that ``out`` did not appear
+    (another command) meanwhile: a second writer fails instead of silently replacing the first."""
+    with _locked(out.parent):
+        if out.exists() or out.is_symlink():
+            if not overwrite:
+                raise OutputExistsError(f"output {out} was written by another command while this one ran",
+                                        hint="choose another --out, or pass --overwrite to replace it")
+            check_output(out, overwrite, directory=directory)
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=out.parent))
             os.replace(out, trash / "old")
             os.replace(tmp, out)
             shutil.rmtree(trash, ignore_errors=True)
         else:
             os.replace(tmp, out)
+
+
+def _make_parent(out: Path) -> None:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInputError(f"cannot write to {out.parent}: {exc.strerror or exc}", hint="choose a writable --out") from None
+    sweep_stale(out.parent)
+
+
+@contextmanager
+def staging(out: Path, overwrite: bool = False, inputs: Iterable[Path] = ()) -> Iterator[Path]:
+    """A temporary directory beside ``out``; renamed to ``out`` when the block completes.
+
+    An exception (or a kill) leaves ``out`` as it was: the temporary directory is removed, or, after
+    a kill, left under a temporary name that the next command writing there removes.
+    """
+    check_output(out, overwrite, inputs)
+    _make_parent(out)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+    except OSError as exc:
+        raise BadInputError(f"cannot write to {out.parent}: {exc.strerror or exc}", hint="choose a writable --out") from None
+    try:
+        yield tmp
+        publish(tmp, out, overwrite)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextmanager
+def staging_file(out: Path, overwrite: bool = False, inputs: Iterable[Path] = ()) -> Iterator[Path]:
+    """``staging`` for a single output file (a bundle archive, predict's .npz)."""
+    check_output(out, overwrite, inputs, directory=False)
+    _make_parent(out)
+    tmp = out.with_name(temp_name(out.name))
+    try:
+        yield tmp
+        publish(tmp, out, overwrite, directory=False)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    tmp = path.with_name(temp_name(path.name))
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def finalize(directory: Path, manifest: Manifest, owned: list[str] | None = None) -> Manifest:

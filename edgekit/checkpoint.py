@@ -53,13 +53,14 @@ def write_checkpoint(
     config: dict[str, Any],
     overwrite: bool = False,
     opset: int = 17,
+    inputs: list[Path] | None = None,
 ) -> Artifact:
     """model.safetensors + model.onnx (FP32, dynamic batch, parity-checked) + manifest.json."""
     from edgekit.export import export_onnx
     from edgekit.models import save_weights
 
     samples = sample_inputs(io, data)
-    with staging(out, overwrite) as tmp:
+    with staging(out, overwrite, inputs or ()) as tmp:
         save_weights(model, tmp / "model.safetensors")
         io, export_metrics = export_onnx(model, io, tmp / "model.onnx", samples, opset=opset)
         metrics = {**metrics, **model_stats(model, samples), **export_metrics}

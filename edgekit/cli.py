@@ -6,11 +6,12 @@ of the group and of every subcommand imports no heavy package (torch, onnx, runt
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
 import traceback
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -31,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 _state: dict[str, Any] = {"debug": False}
+# errno values that mean "the output cannot be written" (disk or quota full, file too large, read-only)
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 
 class LazyGroup(click.Group):
@@ -88,14 +91,22 @@ def main(argv: list[str] | None = None) -> None:
     from edgekit.errors import EdgekitError
 
     args = list(sys.argv[1:] if argv is None else argv)
-    _state["debug"] = bool(os.environ.get("EDGEKIT_DEBUG"))
+    _state["debug"] = bool(os.environ.get("EDGEKIT_DEBUG")) or "--debug" in args
+    if not _state["debug"] and not sys.warnoptions:
+        import warnings
+
+        warnings.simplefilter("ignore")  # library warnings are not our message; --debug shows them
     try:
         rv = cli.main(args=args, prog_name="edgekit", standalone_mode=False)
         if isinstance(rv, int) and rv:
             sys.exit(rv)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, EOFError):  # click turns every EOFError into Abort: a file ended early
+            sys.stderr.write(f"error: a file ended before its end ({exc.__cause__ or 'EOFError'})\n")
+            sys.stderr.write("hint: an input, artifact or bundle is truncated; copy or re-create it\n")
+            sys.exit(2)
         sys.stderr.write("aborted\n")
         sys.exit(130)
     except click.ClickException as exc:
@@ -109,9 +120,23 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - the one place unexpected errors become exit 1
+    except OSError as exc:
+        if exc.errno not in _WRITE_ERRNOS:
+            _internal(exc)
         if _state["debug"]:
             traceback.print_exc()
-        sys.stderr.write(f"internal error: {type(exc).__name__}: {exc}\n")
-        sys.stderr.write("hint: run with --debug for the traceback, and report it if it persists\n")
-        sys.exit(1)
+        where = f" ({exc.filename})" if exc.filename else ""
+        sys.stderr.write(f"error: cannot write{where}: {exc.strerror or exc}\n")
+        sys.stderr.write("hint: free disk space or choose a writable --out; nothing half-written was kept\n")
+        sys.exit(2)
+    except Exception as exc:  # noqa: BLE001 - the one place unexpected errors become exit 1
+        _internal(exc)
+
+
+def _internal(exc: BaseException) -> NoReturn:
+    if _state["debug"]:
+        traceback.print_exc()
+    first = (str(exc).strip().splitlines() or [""])[0]
+    sys.stderr.write(f"internal error: {type(exc).__name__}: {first}\n")
+    sys.stderr.write("hint: run with --debug for the traceback, and report it if it persists\n")
+    sys.exit(1)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit import console
+from edgekit import console, trust
 from edgekit.artifact import (
     Artifact,
     Lineage,
@@ -33,6 +33,7 @@ from edgekit.steps import NEEDS_TORCH, STEPS, Context, State
 
 def plan(art: Artifact, recipe_name: str, calib: str | None) -> tuple[Recipe, Path, str]:
     """Validate the recipe against the artifact, before any compute."""
+    trust.vouch_named(calib)  # named by the caller: theirs to run (the recipe's own names are not)
     recipe, path = load_recipe(recipe_name)
     recipe = with_calibration(recipe, calib)
     if art.kind not in ("checkpoint", "compressed"):
@@ -116,7 +117,7 @@ def compress(art: Artifact, recipe_name: str, *, calib: str | None = None, out: 
         with tempfile.TemporaryDirectory(prefix="edgekit-rank-") as scratch:
             _run_steps(art, recipe, data, Path(scratch) / "out")
         return None
-    check_output(out, overwrite)
+    check_output(out, overwrite, art.chain_paths())
     return _finish(art, recipe, recipe_path, data, out, overwrite)
 
 
@@ -140,7 +141,7 @@ def _run_steps(art: Artifact, recipe: Recipe, data: str, tmp: Path) -> tuple[Sta
 
 def _finish(art: Artifact, recipe: Recipe, recipe_path: Path, data: str, out: Path, overwrite: bool) -> Artifact:
     console.info(f"compressing {art.path} with recipe '{recipe.name}' ({' -> '.join(s.kind for s in recipe.steps)})")
-    with staging(out, overwrite) as tmp:
+    with staging(out, overwrite, art.chain_paths()) as tmp:
         state, report, notes = _run_steps(art, recipe, data, tmp)
         files = _write_model(state, tmp, data)
         shutil.rmtree(tmp / ".work", ignore_errors=True)

@@ -169,7 +169,7 @@ def reexport(art: Any, *, opset: int = DEFAULT_OPSET, inputs: list[Any] | None =
         return Artifact.load(target)
     module = load_module(art)
     samples = sample_inputs(new_io, art.manifest.data)
-    with staging(target, overwrite=overwrite or out is None) as tmp:
+    with staging(target, overwrite=overwrite or out is None, inputs=art.chain_paths()) as tmp:
         shutil.copyfile(art.path / art.manifest.model.weights, tmp / art.manifest.model.weights)
         new_io, metrics = export_onnx(module, new_io, tmp / "model.onnx", samples, opset=opset, slim=slim)
         manifest = Manifest(

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit import console
+from edgekit import console, trust
 from edgekit.artifact import (
     Artifact,
     Lineage,
@@ -71,17 +71,16 @@ def import_model(model: str, *, data: str | None = None, inputs: list[InputSpec]
 def _import_torch(model: str, data: str | None, inputs: list[InputSpec] | None, io_given: IOSpec | None,
                   kwargs: dict[str, Any], out: Path, overwrite: bool, opset: int) -> Artifact:
     from edgekit.checkpoint import write_checkpoint
-    from edgekit.models import create, factory_kwargs, parse_source, trust_module
+    from edgekit.models import create, factory_kwargs, parse_source
     from edgekit.torchutil import predict
 
     kind, _ = parse_source(model)
-    if kind == "factory":
-        trust_module(model.split(":")[0])
+    trust.vouch_named(model, data)  # named by the caller: theirs to run
     io = _io_for(model, data, inputs, io_given)
     if io is None:
         raise BadInputError(f"cannot tell the inputs of '{model}'", hint="give --data, --input NAME:DIMS:DTYPE or --io-spec")
     spec = ModelSpec(source=model, kwargs=factory_kwargs(model, io, kwargs) if kind == "zoo" else kwargs)
-    module = create(spec, check_trust=False).eval()
+    module = create(spec).eval()
     metrics: dict[str, Any] = {}
     if data:
         x, y = resolve_source(data)("test")

@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import shutil
 import tarfile
 import tempfile
@@ -22,7 +23,15 @@ from typing import Any
 import numpy as np
 
 from edgekit import console
-from edgekit.artifact import Artifact, Lineage, Manifest, check_output, finalize, staging
+from edgekit.artifact import (
+    Artifact,
+    Lineage,
+    Manifest,
+    check_output,
+    finalize,
+    staging,
+    staging_file,
+)
 from edgekit.build import build
 
 SUMS = "SHA256SUMS"
@@ -37,8 +46,14 @@ def _bench_metrics(art: Artifact, target: str, precision: str) -> dict[str, Any]
         report = run / "bench.json"
         if not report.is_file():
             continue
-        data = json.loads(report.read_text())
-        for row in data.get("rows", []):
+        try:
+            data = json.loads(report.read_text())
+            rows = list(data.get("rows", []))
+        except (OSError, ValueError, AttributeError, TypeError):
+            continue  # a damaged report is not a measurement
+        for row in rows:
+            if not isinstance(row, dict):
+                continue
             if (row.get("sha256") == art.sha256 and row.get("target") == target and row.get("status") == "ok"
                     and row.get("precision_requested") == precision and row.get("batch") == 1):
                 keep = ("latency_ms", "accuracy", "accuracy_metric", "agreement", "speedup", "size_bytes")
@@ -48,26 +63,29 @@ def _bench_metrics(art: Artifact, target: str, precision: str) -> dict[str, Any]
 
 def package(art: Artifact, target: str, precision: str | None = None, out: Path | None = None,
             overwrite: bool = False, as_dir: bool = False) -> Path:
+    inputs = art.chain_paths()
+    if out is not None:  # before the build: a refused --out costs nothing
+        check_output(out, overwrite, inputs, directory=as_dir)
     built = build(art, target, precision)
     assert built is not None and built.manifest.target is not None  # noqa: S101 - not a dry run
     record = built.manifest.target
     variant = art.manifest.lineage.step.split(":", 1)[1] if art.manifest.lineage.step.startswith("compress:") else "full"
     name = f"{art.root().manifest.name}-{variant}-{record.name}-{record.precision}"
     out = out or Path("dist") / (name if as_dir else f"{name}.tar.gz")
-    check_output(out, overwrite)
+    check_output(out, overwrite, inputs, directory=as_dir)
     metrics: dict[str, Any] = {
         "parity": built.manifest.metrics.get("parity"),
         **{k: art.manifest.metrics[k] for k in ("test", "task_metric", "params", "macs") if k in art.manifest.metrics},
         **_bench_metrics(art, record.name, record.precision_requested),
     }
     if as_dir:
-        with staging(out, overwrite=True) as tmp:
+        with staging(out, overwrite, inputs) as tmp:
             _fill(tmp, built, art, name, variant, metrics)
     else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as td:
+        with staging_file(out, overwrite, inputs) as tar_tmp, \
+                tempfile.TemporaryDirectory(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent) as td:
             _fill(Path(td), built, art, name, variant, metrics)
-            write_tar(Path(td), out, root=name)
+            write_tar(Path(td), tar_tmp, root=name)
     console.info(f"[green]packaged[/green] {out}")
     return out
 
@@ -149,7 +167,5 @@ def write_tar(directory: Path, out: Path, root: str) -> None:
             info.uname = info.gname = ""
             with open(path, "rb") as f:
                 tar.addfile(info, f)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz:
+    with open(out, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz:
         gz.write(buf.getvalue())
-    tmp.replace(out)

@@ -23,7 +23,20 @@ from edgekit.artifact import Artifact
 from edgekit.errors import ArtifactError, BadInputError, DataError, MissingExtraError
 from edgekit.iospec import InputSpec, normalise_image
 
-MAX_BUNDLE_BYTES = 8 << 30
+MAX_BUNDLE_BYTES = 8 << 30  # absolute; EDGEKIT_MAX_BUNDLE_BYTES lowers or raises it
+# A bundle's files (weights, an engine, an IR) barely compress: one that claims to unpack to much more
+# than its archive is a decompression bomb. Allowed: this slack plus RATIO x the archive's size.
+BOMB_SLACK, BOMB_RATIO = 64 << 20, 20
+
+
+def bundle_limit(archive_bytes: int) -> int:
+    import os
+
+    try:
+        absolute = int(os.environ.get("EDGEKIT_MAX_BUNDLE_BYTES", MAX_BUNDLE_BYTES))
+    except ValueError:
+        absolute = MAX_BUNDLE_BYTES
+    return min(absolute, BOMB_SLACK + BOMB_RATIO * archive_bytes)
 SUMS = "SHA256SUMS"
 RUNTIMES = {  # target -> (module providing the Runtime, python module it needs, extra)
     "onnxruntime": ("edgekit.targets.onnxruntime", "onnxruntime", "onnxruntime"),
@@ -34,12 +47,21 @@ RUNTIMES = {  # target -> (module providing the Runtime, python module it needs,
 
 def safe_extract(archive: Path, dest: Path) -> Path:
     """Extract a bundle archive into ``dest``; returns the bundle directory inside it."""
+    import zlib
+
+    damaged = (tarfile.TarError, OSError, EOFError, zlib.error)
     try:
         tar = tarfile.open(archive, "r:*")
-    except (tarfile.TarError, OSError) as exc:
-        raise ArtifactError(f"{archive} is not a readable bundle archive ({exc})") from None
+    except damaged as exc:
+        raise ArtifactError(f"{archive} is not a readable bundle archive ({type(exc).__name__})",
+                            hint="the file is damaged or incomplete; copy or package it again") from None
+    limit = bundle_limit(archive.stat().st_size)
     with tar:
-        members = tar.getmembers()
+        try:
+            members = tar.getmembers()  # headers only: nothing is written before every size is checked
+        except damaged as exc:
+            raise ArtifactError(f"{archive} is damaged or truncated ({type(exc).__name__})",
+                                hint="copy or package it again") from None
         total = 0
         roots = set()
         for m in members:
@@ -52,15 +74,22 @@ def safe_extract(archive: Path, dest: Path) -> Path:
             if len(path.parts) > 2 or (m.isdir() and len(path.parts) != 1):
                 raise ArtifactError(f"bundle {archive} has an unexpected member '{m.name}'")
             total += max(m.size, 0)
-            if total > MAX_BUNDLE_BYTES:
-                raise ArtifactError(f"bundle {archive} unpacks to more than {MAX_BUNDLE_BYTES >> 30} GiB")
+            if total > limit:
+                raise ArtifactError(
+                    f"bundle {archive} declares {total} bytes of contents, too large for its "
+                    f"{archive.stat().st_size}-byte archive (limit {limit})",
+                    hint="refusing to extract a likely decompression bomb; EDGEKIT_MAX_BUNDLE_BYTES sets the limit")
             roots.add(path.parts[0])
         if len(roots) != 1:
             raise ArtifactError(f"bundle {archive} must hold exactly one top-level folder (found {len(roots)})")
-        if hasattr(tarfile, "data_filter"):
-            tar.extractall(dest, filter="data")
-        else:  # Python < 3.10.12 / 3.11.4 (Debian 12's 3.11.2): members were checked above, files and dirs only
-            tar.extractall(dest)  # noqa: S202
+        try:
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(dest, filter="data")
+            else:  # Python < 3.10.12 / 3.11.4 (Debian 12's 3.11.2): members were checked above, files and dirs only
+                tar.extractall(dest)  # noqa: S202
+        except (tarfile.TarError, EOFError, zlib.error) as exc:
+            raise ArtifactError(f"{archive} is damaged or truncated ({type(exc).__name__})",
+                                hint="copy or package it again") from None
     return dest / roots.pop()
 
 
@@ -218,19 +247,15 @@ def load_inputs(paths: list[Path], io: Any) -> dict[str, np.ndarray]:
     if len(paths) != 1:
         raise DataError("give one .npy/.npz file, or image files", hint="stack samples into one array")
     path = paths[0]
-    if not path.is_file():
-        raise DataError(f"input file {path} does not exist")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
+    from edgekit.data.builtin import read_arrays
+
+    loaded = read_arrays(path)
     if isinstance(loaded, np.ndarray):
         if len(specs) != 1:
             raise DataError(f"the model has {len(specs)} inputs; give an .npz with keys {', '.join(s.name for s in specs)}")
         arrays = {specs[0].name: loaded}
     else:
-        with loaded:
-            arrays = {k.removeprefix("x."): loaded[k] for k in loaded.files}
+        arrays = {k.removeprefix("x."): v for k, v in loaded.items()}
         if "x" in arrays and len(specs) == 1:
             arrays = {specs[0].name: arrays["x"]}
     out = {}
@@ -242,6 +267,13 @@ def load_inputs(paths: list[Path], io: Any) -> dict[str, np.ndarray]:
             arr = arr[None]
         if arr.ndim != len(spec.dims) or any(isinstance(d, int) and i and arr.shape[i] != d for i, d in enumerate(spec.dims)):
             raise DataError(f"input '{spec.name}' has shape {arr.shape}; the model expects {spec.dims}")
+        if arr.shape[0] == 0:
+            raise DataError(f"{path}: input '{spec.name}' has no samples (shape {arr.shape})")
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise DataError(f"{path}: input '{spec.name}' contains NaN or infinite values", hint="inputs must be finite numbers")
+        if spec.dtype.startswith(("int", "uint")) and arr.dtype.kind == "f":
+            raise DataError(f"{path}: input '{spec.name}' is {arr.dtype}; the model takes {spec.dtype}",
+                            hint="token ids and masks are integer arrays")
         out[spec.name] = np.ascontiguousarray(arr.astype(spec.dtype))
     return out
 

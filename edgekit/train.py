@@ -23,13 +23,13 @@ from torch import distributed as dist
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-from edgekit import console
-from edgekit.artifact import Artifact, ModelSpec, check_output
+from edgekit import console, trust
+from edgekit.artifact import Artifact, ModelSpec, check_output, sweep_stale, temp_name
 from edgekit.checkpoint import write_checkpoint
 from edgekit.data import Batch, describe, match_inputs, resolve_source
 from edgekit.errors import BadInputError, DataError
 from edgekit.iospec import InputSpec, IOSpec
-from edgekit.models import create, default_io, factory_kwargs, parse_source, trust_module
+from edgekit.models import create, default_io, factory_kwargs, parse_source
 from edgekit.torchutil import first_output, predict, select_device, to_tensors
 
 STATE = "state.pt"
@@ -163,11 +163,15 @@ def fit(
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps, pct_start=0.15)
     start, best = 0, FitResult({k: v.detach().clone() for k, v in model.state_dict().items()}, -np.inf, -1, [])
     if resume and partial is not None and (partial / STATE).is_file():
-        state = torch.load(partial / STATE, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
+        state = _load_state(partial)
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise BadInputError(f"cannot resume from {partial / STATE}: it was saved for another model or settings "
+                                f"({type(exc).__name__})", hint="resume with the same --model and options, or --overwrite") from None
         start = int(state["epoch"])
         best = FitResult(state["best_state"], float(state["best_score"]), int(state["best_epoch"]), [])
         console.log(f"resuming from {partial} after epoch {start}/{epochs}")
@@ -210,9 +214,55 @@ def fit(
     return best
 
 
+def source_paths(spec: str | None) -> list[Path]:
+    """The files or folders a data source string reads (an --out must not hold them)."""
+    if not spec:
+        return []
+    kind, sep, rest = spec.partition(":")
+    if sep and kind in ("npz", "idx", "images") and rest:
+        return [Path(rest)]
+    return [Path(spec)] if spec.endswith(".npz") else []
+
+
+def _drop_stateless(partial: Path) -> None:
+    """Remove a ``.partial`` folder that holds no saved state (a run that failed or was killed before its
+    first epoch ended): there is nothing to resume in it, and it would be reported as an interrupted run."""
+    if not partial.is_dir() or (partial / STATE).is_file():
+        return
+    sweep_stale(partial)
+    if not any(partial.iterdir()):
+        partial.rmdir()
+
+
+def _load_state(partial: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(partial / STATE, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch says why in many lines and types: one line here
+        raise BadInputError(f"cannot resume from {partial / STATE}: the saved state is damaged ({type(exc).__name__})",
+                            hint="start again with --overwrite") from None
+    keys = {"model", "optimizer", "scheduler", "rng", "epoch", "best_state", "best_score", "best_epoch"}
+    if not isinstance(state, dict) or not keys <= set(state):
+        raise BadInputError(f"cannot resume from {partial / STATE}: it is not an edgekit training state",
+                            hint="start again with --overwrite")
+    return state
+
+
 def _save_state(partial: Path, model: nn.Module, opt: Any, sched: Any, epoch: int, best: FitResult) -> None:
     partial.mkdir(parents=True, exist_ok=True)
-    tmp = partial / f".{STATE}.tmp"
+    sweep_stale(partial)
+    tmp = partial / temp_name(STATE)
+    try:
+        _write_state(tmp, model, opt, sched, epoch, best)
+        os.replace(tmp, partial / STATE)
+    except (OSError, RuntimeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[0]
+        raise BadInputError(f"cannot save the training state in {partial}: {reason}",
+                            hint="free disk space, then continue with --resume") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_state(tmp: Path, model: nn.Module, opt: Any, sched: Any, epoch: int, best: FitResult) -> None:
     torch.save(
         {
             "model": model.state_dict(),
@@ -226,7 +276,6 @@ def _save_state(partial: Path, model: nn.Module, opt: Any, sched: Any, epoch: in
         },
         tmp,
     )
-    os.replace(tmp, partial / STATE)
 
 
 # --------------------------------------------------------------------------- the command
@@ -246,46 +295,56 @@ def train(cfg: TrainConfig, out: Path | None = None, *, resume: bool = False, ov
     """Train ``cfg.model`` on ``cfg.data`` and write a checkpoint artifact. Returns None on ranks > 0."""
     validate(cfg)
     device = select_device(cfg.device)
-    kind, _ = parse_source(cfg.model)
-    if kind == "factory":
-        trust_module(cfg.model.split(":")[0])
+    parse_source(cfg.model)
+    trust.vouch_named(cfg.model, cfg.data)  # named by the caller: theirs to run
     out = out or default_out(cfg)
     partial = out.with_name(out.name + ".partial")
+    reads = source_paths(cfg.data)
+    _drop_stateless(partial)
     if resume and not partial.exists():
         if out.exists():
             console.info(f"{out} is already complete; nothing to resume")
             return Artifact.load(out)
         console.info(f"no interrupted run at {partial}; starting fresh")
     if not resume:
-        check_output(out, overwrite)
-        if partial.exists():
-            if not overwrite:
-                raise BadInputError(f"an interrupted run exists at {partial}", hint="pass --resume to continue it, or --overwrite")
-            shutil.rmtree(partial)
-    ddp = init_distributed(device)
-    if ddp.main:
-        try:
-            partial.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise BadInputError(f"cannot write to {partial.parent}: {exc.strerror or exc}", hint="choose a writable --out") from None
+        if partial.exists() and not overwrite:  # before "exists": after a killed --overwrite both do
+            raise BadInputError(f"an interrupted run exists at {partial}",
+                                hint="pass --resume to continue it, or --overwrite to start again")
+        check_output(out, overwrite, reads)
+    elif out.exists():
+        check_output(out, True, reads)  # the resumed run replaces it: refuse now what that would delete
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    # the data and the model before any file is written: a bad source leaves nothing behind
     source = resolve_source(cfg.data)
     io = resolve_io(describe(source), cfg.model, cfg.inputs)
     spec = ModelSpec(source=cfg.model, kwargs=factory_kwargs(cfg.model, io, cfg.model_kwargs))
-    model = create(spec, check_trust=False)
+    model = create(spec)
     tr_x, tr_y = source("train")
     va_x, va_y = source("val")
     train_b = (match_inputs(tr_x, io, where=f"data '{cfg.data}'"), tr_y)
     val_b = (match_inputs(va_x, io, where=f"data '{cfg.data}'"), va_y)
+    ddp = init_distributed(device)
+    if ddp.main:
+        if not resume and partial.exists():
+            shutil.rmtree(partial)  # --overwrite: the interrupted run is replaced
+        try:
+            partial.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadInputError(f"cannot write to {partial.parent}: {exc.strerror or exc}", hint="choose a writable --out") from None
     console.info(f"training {cfg.model} on {cfg.data} ({len(tr_y) if tr_y is not None else '?'} samples, "
                  f"{cfg.epochs} epochs, {device.type}{f', {ddp.world} ranks' if ddp.world > 1 else ''})")
-    result = fit(
-        model, train_b, val_b, io,
-        epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
-        seed=cfg.seed, device=device, loss_fn=task_loss(io.task, cfg.label_smoothing),
-        partial=partial, resume=resume, ddp=ddp,
-    )
+    try:
+        result = fit(
+            model, train_b, val_b, io,
+            epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
+            seed=cfg.seed, device=device, loss_fn=task_loss(io.task, cfg.label_smoothing),
+            partial=partial, resume=resume, ddp=ddp,
+        )
+    except Exception:
+        if ddp.main:
+            _drop_stateless(partial)  # nothing saved yet: nothing to resume, so no "interrupted run" later
+        raise
     if ddp.world > 1:
         dist.barrier()
     if not ddp.main:
@@ -307,7 +366,7 @@ def train(cfg: TrainConfig, out: Path | None = None, *, resume: bool = False, ov
     config = {k: (v if k != "inputs" else [i.model_dump() for i in v or []]) for k, v in asdict(cfg).items()}
     config["world_size"] = ddp.world
     art = write_checkpoint(out, copy.deepcopy(model), spec, io, data=cfg.data, metrics=metrics,
-                           step="train", config=config, overwrite=overwrite or resume)
+                           step="train", config=config, overwrite=overwrite or resume, inputs=reads)
     shutil.rmtree(partial, ignore_errors=True)
     if ddp.world > 1:
         dist.destroy_process_group()

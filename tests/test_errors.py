@@ -126,7 +126,7 @@ def test_untrusted_factory_in_manifest(tmp_path: Path, copied: Path) -> None:
     manifest["model"]["source"] = "userzoo:pretrained_cnn"
     manifest["model"]["kwargs"] = {}
     (copied / "manifest.json").write_text(json.dumps(manifest))
-    assert_user_error(run_cli("build", str(copied), "--target", "ort", cwd=tmp_path), "will not import unasked")
+    assert_user_error(run_cli("build", str(copied), "--target", "ort", cwd=tmp_path), "will not import it unasked")
 
 
 def test_pickle_given_to_import(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit import console
+from edgekit import console, trust
 from edgekit.artifact import Artifact, check_output
 from edgekit.bench.harness import (
     Timed,
@@ -153,6 +153,7 @@ def bench(art: Artifact, targets: list[str] | None = None, batches: list[int] | 
           out: Path | None = None, overwrite: bool = False, dry_run: bool = False,
           processes: int = 3) -> tuple[BenchReport | None, int]:
     """Run the benchmark; returns (report, exit code: 0, or 4 if a requested build failed parity)."""
+    trust.vouch_named(data)  # named by the caller: theirs to run
     targets = list(targets or DEFAULT_TARGETS)
     batches = sorted(set(batches or [1, 8]))
     if any(b < 1 for b in batches):
@@ -177,7 +178,7 @@ def bench(art: Artifact, targets: list[str] | None = None, batches: list[int] | 
         return None, 0
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = out or art.path / "bench" / stamp
-    check_output(out, overwrite)
+    check_output(out, overwrite, art.chain_paths())
     for p in plans:
         console.info(f"preparing {p.variant} on {p.target} ({p.precision})")
         prepare(p, threads)
@@ -214,7 +215,7 @@ def bench(art: Artifact, targets: list[str] | None = None, batches: list[int] | 
                            data=data, split="test" if real else "synthetic", eval_samples=len(next(iter(x_eval.values())))),
         rows=rows,
     )
-    write(report, out)
+    write(report, out, overwrite)
     print_table(report, console.err)
     console.info(f"[green]wrote[/green] {out}/bench.json, bench.md, bench.png")
     failed_parity = any(p.row.get("parity_failed") for p in plans)
@@ -243,8 +244,6 @@ def time_in_processes(art: Artifact, targets: list[str], threads: int, live: lis
     import sys
     import tempfile
 
-    from edgekit.models import trust_state
-
     pooled: dict[str, list[int]] = {}
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp, console.progress() as bar:
         names = list(next(iter(feeds.values())))
@@ -253,7 +252,7 @@ def time_in_processes(art: Artifact, targets: list[str], threads: int, live: lis
         for k in range(processes):
             spec = {"artifact": str(art.path), "targets": targets, "threads": threads, "rows": live,
                     "batches": list(feeds), "inputs": names, "feeds": str(Path(tmp) / "feeds.npz"),
-                    "timing": dataclasses.asdict(cfg), "trust": trust_state(),
+                    "timing": dataclasses.asdict(cfg), "trust": trust.state(),
                     "sys_path": sys.path, "rotate": k, "out": str(Path(tmp) / f"samples{k}.npz")}
             (Path(tmp) / f"spec{k}.json").write_text(json.dumps(spec))
             res = subprocess.run([sys.executable, "-m", "edgekit.bench.worker", str(Path(tmp) / f"spec{k}.json")],  # noqa: S603
@@ -301,10 +300,10 @@ def _row(p: Plan, batch: int, threads: int, samples_ns: list[int] | None) -> Row
     return row
 
 
-def write(report: BenchReport, out: Path) -> None:
+def write(report: BenchReport, out: Path, overwrite: bool = False) -> None:
     from edgekit.artifact import staging
 
-    with staging(out, overwrite=True) as tmp:
+    with staging(out, overwrite) as tmp:
         (tmp / "bench.json").write_text(report.model_dump_json(indent=2) + "\n")
         (tmp / "bench.md").write_text(markdown(report))
         plot(report, tmp / "bench.png")

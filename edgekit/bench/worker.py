@@ -20,16 +20,13 @@ import numpy as np
 
 
 def run(spec: dict[str, Any]) -> None:
-    from edgekit import console
+    from edgekit import console, trust
     from edgekit.artifact import Artifact
     from edgekit.bench.compare import plan_rows, prepare
     from edgekit.bench.harness import Timed, TimingConfig, time_variants
-    from edgekit.models import trust_all, trust_module
 
     console.set_quiet(True)
-    trust_all(bool(spec["trust"]["all"]))
-    for module in spec["trust"]["modules"]:
-        trust_module(module)
+    trust.restore(spec["trust"])
     plans = plan_rows(Artifact.load(Path(spec["artifact"])), list(spec["targets"]))
     with np.load(spec["feeds"], allow_pickle=False) as f:
         feeds = {int(b): {name: f[f"b{b}/{name}"] for name in spec["inputs"]} for b in spec["batches"]}

@@ -97,7 +97,7 @@ def resolve_source(spec: str | None) -> Source:
     if sep and kind == "images":
         return builtin.images_source(spec, Path(rest))
     if sep and kind and rest and all(p.isidentifier() for p in kind.split(".")) and rest.isidentifier():
-        return Source(spec, _import_function(kind, rest, spec))
+        return Source(spec, _import_function(spec))
     if spec.endswith(".npz") and Path(spec).is_file():
         return builtin.npz_source(spec, Path(spec))
     calib = builtin.calibration_file(spec)
@@ -109,18 +109,10 @@ def resolve_source(spec: str | None) -> Source:
     )
 
 
-def _import_function(module: str, attr: str, spec: str) -> SourceFn:
-    from edgekit.models import import_user_module  # no torch at import time
+def _import_function(spec: str) -> SourceFn:
+    from edgekit import trust  # no torch at import time
 
-    try:
-        mod = import_user_module(module)
-    except ImportError as exc:
-        raise DataError(f"cannot import data source module '{module}': {exc}",
-                        hint="run edgekit from the directory that holds it, set PYTHONPATH, or pip install its package") from None
-    fn = getattr(mod, attr, None)
-    if not callable(fn):
-        raise DataError(f"'{spec}': module '{module}' has no function '{attr}'")
-    return fn  # type: ignore[no-any-return]
+    return trust.load(spec, "data source", DataError)
 
 
 def match_inputs(inputs: dict[str, np.ndarray], io: IOSpec, where: str = "data") -> dict[str, np.ndarray]:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import os
+import warnings
 import zipfile
+import zlib
 from functools import lru_cache
 from pathlib import Path
 
@@ -45,17 +48,69 @@ def calibration_file(name: str) -> Path | None:
     return cand if cand.is_file() else None
 
 
+MAX_PIXELS = 64_000_000  # an image file larger than this is refused before it is decoded
+
+
+def max_array_bytes() -> int:
+    """The largest array data a .npy/.npz file may unpack to (EDGEKIT_MAX_ARRAY_BYTES, default 4 GiB)."""
+    try:
+        return int(os.environ.get("EDGEKIT_MAX_ARRAY_BYTES", 4 << 30))
+    except ValueError:
+        return 4 << 30
+
+
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, MemoryError, KeyError)
+_NPZ_HINT = "write it with numpy.savez(path, x=..., y=...); pickled object arrays are refused"
+
+
+def _numeric(arr: np.ndarray, where: str) -> np.ndarray:
+    if arr.dtype.kind not in "biuf" or arr.dtype.itemsize > 8:
+        raise DataError(f"{where} has dtype {arr.dtype}", hint="inputs are numbers: bool, integer or float arrays")
+    return arr
+
+
+def _too_large(path: Path, size: int) -> DataError:
+    return DataError(f"{path} unpacks to {size} bytes, more than the limit of {max_array_bytes()}",
+                     hint="split the input, or raise EDGEKIT_MAX_ARRAY_BYTES")
+
+
+def read_arrays(path: Path) -> np.ndarray | dict[str, np.ndarray]:
+    """A .npy file (one array) or .npz file (name -> array), never unpickled, sizes checked against the
+    file before anything is allocated, numeric dtypes only. Any damage is a DataError."""
+    if not path.is_file():
+        raise DataError(f"input file {path} does not exist")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    limit = max_array_bytes()
+    try:
+        if magic == b"\x93NUMPY":
+            # mapped, not read: numpy checks the header's shape against the file's size
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            if arr.nbytes > limit:
+                raise _too_large(path, arr.nbytes)
+            return _numeric(np.array(arr), str(path))
+        if magic[:2] == b"PK":
+            with zipfile.ZipFile(path) as zf:
+                declared = sum(i.file_size for i in zf.infolist())
+            if declared > limit:
+                raise _too_large(path, declared)
+            with np.load(path, allow_pickle=False) as z:
+                return {k: _numeric(z[k], f"{path}: array '{k}'") for k in z.files}
+    except _READ_ERRORS as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        kind = ".npy" if magic == b"\x93NUMPY" else ".npz"
+        raise DataError(f"{path} is not a readable {kind} file ({type(exc).__name__}{': ' + reason if reason else ''})",
+                        hint=_NPZ_HINT) from None
+    raise DataError(f"{path} is not a readable {path.suffix or '.npy/.npz'} file (neither .npy nor .npz data)", hint=_NPZ_HINT)
+
+
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DataError(f"npz file {path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise DataError(
-            f"{path} is not a readable .npz file ({exc.__class__.__name__})",
-            hint="write it with numpy.savez(path, x=..., y=...); pickled object arrays are refused",
-        ) from None
+    arrays = read_arrays(path)
+    if isinstance(arrays, np.ndarray):
+        raise DataError(f"{path} is a .npy file, not an .npz", hint=_NPZ_HINT)
+    return arrays
 
 
 def npz_source(spec: str, path: Path) -> Source:
@@ -158,11 +213,18 @@ def load_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as src:
+        with warnings.catch_warnings():  # refused below with our own limit, in one line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            src = Image.open(path)
+        with src:
+            if src.width * src.height > MAX_PIXELS:  # decided from the header, before any pixel is decoded
+                raise DataError(f"image {path} is {src.width}x{src.height} pixels, more than {MAX_PIXELS}",
+                                hint="resize it first: a file that large is refused (decompression bomb)")
             img = src.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR)
             arr = np.asarray(img, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, EOFError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot read image {path}: {first}") from None
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
@@ -183,11 +245,19 @@ def images_source(spec: str, directory: Path) -> Source:
     all_files = files_of(class_root)
     if not all_files:
         raise DataError(f"{directory} has no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(all_files[0][0]) as first:
-        size = (first.height, first.width)
-        channels = 1 if first.mode in ("L", "1", "I", "I;16") else 3
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            first = Image.open(all_files[0][0])
+        with first:
+            size = (first.height, first.width)
+            channels = 1 if first.mode in ("L", "1", "I", "I;16") else 3
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot read image {all_files[0][0]}: {type(exc).__name__}") from None
+    if size[0] * size[1] > MAX_PIXELS:
+        raise DataError(f"image {all_files[0][0]} is {size[1]}x{size[0]} pixels, more than {MAX_PIXELS}")
 
     def fn(split: str) -> Batch:
         if split_dirs:

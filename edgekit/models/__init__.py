@@ -2,7 +2,7 @@
 
 A manifest records how to rebuild a module (``ModelSpec``), never a pickle. A factory named in a
 manifest is code, so it is imported only when it is edgekit's own, was named by the user in this
-command (``trust_module``), or ``--trust-code`` was given (``trust_all``) (DESIGN.md §2).
+command, or ``--trust-code`` was given: ``edgekit.trust`` holds that rule (DESIGN.md §2).
 """
 
 from __future__ import annotations
@@ -10,14 +10,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgekit import trust
 from edgekit.artifact import ModelSpec
-from edgekit.errors import ModelError, UntrustedCodeError, did_you_mean, require
+from edgekit.errors import ModelError, did_you_mean, require
 from edgekit.iospec import InputSpec, IOSpec, OutputSpec
 
 if TYPE_CHECKING:
@@ -50,27 +49,14 @@ ZOO: dict[str, ZooEntry] = {
                                  io=_TOKENS, data_kwargs=False),
 }
 
-_trust: dict[str, Any] = {"all": False, "modules": set()}
-
-
 def trust_all(flag: bool = True) -> None:
-    _trust["all"] = flag
+    """Kept for scripts: ``edgekit.trust.trust_all``."""
+    trust.trust_all(flag)
 
 
 def trust_module(module: str) -> None:
-    _trust["modules"].add(module)
-
-
-def trust_state() -> dict[str, Any]:
-    """What this process trusts, as JSON (``bench`` hands it to its timing processes)."""
-    return {"all": bool(_trust["all"]), "modules": sorted(_trust["modules"])}
-
-
-def _is_trusted(module: str) -> bool:
-    return bool(_trust["all"]) or module == "edgekit" or module.startswith("edgekit.") or module in _trust["modules"]
-
-
-_FACTORY = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
+    """Vouch for ``module`` as if it were named in this command (``edgekit.trust.vouch``)."""
+    trust.vouch(module)
 
 
 def parse_source(source: str) -> tuple[str, str | None]:
@@ -78,7 +64,7 @@ def parse_source(source: str) -> tuple[str, str | None]:
     if source.startswith("torchvision:"):
         return "torchvision", source.split(":", 1)[1]
     if ":" in source:
-        if not _FACTORY.match(source):
+        if not trust.is_ref(source):
             raise ModelError(
                 f"'{source}' is not a valid factory path",
                 hint="write package.module:function, e.g. mypkg.models:build_net",
@@ -94,42 +80,6 @@ def parse_source(source: str) -> tuple[str, str | None]:
     )
 
 
-def import_user_module(module: str) -> Any:
-    """Import ``module``; if it is not found, look in the working directory too, as ``python -m edgekit``
-    would (the ``edgekit`` script does not put it on the path), after what is installed."""
-    import os
-    import sys
-
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        cwd = os.getcwd()
-        if exc.name != module.split(".")[0] or cwd in sys.path or "" in sys.path:
-            raise
-        sys.path.append(cwd)
-        return importlib.import_module(module)
-
-
-def _import_factory(path: str, *, check_trust: bool) -> Callable[..., Any]:
-    module, attr = path.split(":")
-    if check_trust and not _is_trusted(module):
-        raise UntrustedCodeError(
-            f"the manifest names the factory '{path}', which is code edgekit will not import unasked",
-            hint="pass --trust-code if you trust where this artifact came from",
-        )
-    try:
-        mod = import_user_module(module)
-    except ImportError as exc:
-        raise ModelError(
-            f"cannot import module '{module}' for factory '{path}': {exc}",
-            hint="run edgekit from the directory that holds it, set PYTHONPATH, or pip install its package",
-        ) from None
-    fn = getattr(mod, attr, None)
-    if fn is None or not callable(fn):
-        raise ModelError(f"module '{module}' has no callable '{attr}'{did_you_mean(attr, dir(mod))}")
-    return fn  # type: ignore[no-any-return]
-
-
 def factory_kwargs(source: str, io: IOSpec | None, given: dict[str, Any]) -> dict[str, Any]:
     """The kwargs a model is built with: the user's, plus num_classes/in_channels from the data."""
     kwargs = dict(given)
@@ -143,7 +93,7 @@ def factory_kwargs(source: str, io: IOSpec | None, given: dict[str, Any]) -> dic
         accepted = {"num_classes", "in_channels", "in_features"}
     elif kind == "factory":
         try:
-            sig = inspect.signature(_import_factory(source, check_trust=False))
+            sig = inspect.signature(trust.load(source, "model factory", ModelError))
             accepted = set(sig.parameters)
         except (TypeError, ValueError):
             accepted = set()
@@ -162,7 +112,7 @@ def factory_kwargs(source: str, io: IOSpec | None, given: dict[str, Any]) -> dic
     return kwargs
 
 
-def create(spec: ModelSpec, *, check_trust: bool = True) -> nn.Module:
+def create(spec: ModelSpec) -> nn.Module:
     """A fresh (untrained) module for ``spec``, before any pruning structure is applied."""
     require("torch", "full", "building torch models")
     from torch import nn
@@ -180,7 +130,7 @@ def create(spec: ModelSpec, *, check_trust: bool = True) -> nn.Module:
 
             model = torchvision.models.get_model(str(detail), **spec.kwargs)
         else:
-            model = _import_factory(spec.source, check_trust=check_trust)(**spec.kwargs)
+            model = trust.load(spec.source, "model factory", ModelError)(**spec.kwargs)
     except TypeError as exc:
         raise ModelError(f"cannot build '{spec.source}' with {spec.kwargs}: {exc}") from None
     if not isinstance(model, nn.Module):
@@ -213,9 +163,9 @@ def load_weights(model: nn.Module, path: Path) -> None:
         )
 
 
-def build(spec: ModelSpec, io: IOSpec, weights: Path | None = None, *, check_trust: bool = True) -> nn.Module:
+def build(spec: ModelSpec, io: IOSpec, weights: Path | None = None) -> nn.Module:
     """Rebuild a module: factory -> pruning structure replayed -> safetensors weights. In eval mode."""
-    model = create(spec, check_trust=check_trust)
+    model = create(spec)
     if spec.pruning:
         from edgekit.steps.prune import apply_structure
 

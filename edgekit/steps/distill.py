@@ -102,12 +102,11 @@ class FeatureTaps:
 
 def _student(state: State, opts: DistillStep) -> tuple[nn.Module, ModelSpec]:
     if opts.student:
-        from edgekit.models import create, factory_kwargs, parse_source, trust_module
+        from edgekit.models import create, factory_kwargs
 
-        if parse_source(opts.student)[0] == "factory":
-            trust_module(opts.student.split(":")[0])  # named by the user in the recipe they run
+        # a recipe is a file: a factory it names is imported only under the trust rule (edgekit.trust)
         spec = ModelSpec(source=opts.student, kwargs=factory_kwargs(opts.student, state.io, opts.student_kwargs))
-        return create(spec, check_trust=False), spec
+        return create(spec), spec
     if state.module is None or state.spec is None:
         raise ModelError("distill needs a torch student: the current model is ONNX-only")
     return copy.deepcopy(state.module), state.spec

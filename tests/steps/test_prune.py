@@ -23,7 +23,7 @@ from ..conftest import env, run_cli
 def _state(source: str, io) -> State:
     spec = ModelSpec(source=source, kwargs=factory_kwargs(source, io, {}))
     trust_module("userzoo")
-    return State(module=create(spec, check_trust=False).eval(), spec=spec, io=io, onnx=None)
+    return State(module=create(spec).eval(), spec=spec, io=io, onnx=None)
 
 
 def _ctx(digits_ckpt: Artifact, tmp_path: Path) -> Context:
