@@ -34,6 +34,8 @@ Kind = Literal["checkpoint", "compressed", "built", "bundle"]
 CACHE_DIRS = ("builds", "bench", "exports")
 REPORT_FILES = frozenset({"bench.json", "bench.md", "bench.png"})  # a bench report directory
 MAX_NAME = 200
+MAX_MANIFEST_BYTES = 64 << 20
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # edgekit.targets.catalog's, without importing it
 # temporary names: ".<name>.tmp-<pid>-<random>" (and ".old-" for a replaced output): a later command
 # removes those whose process is gone (`sweep_stale`)
 _TEMP = re.compile(r"^\..*\.(?:tmp|old)-(\d+)-[A-Za-z0-9_]{8}$")
@@ -88,6 +90,13 @@ class TargetRecord(BaseModel):
     hardware: dict[str, Any] = Field(default_factory=dict)  # e.g. the GPU a TensorRT engine is for
 
     _model_file = field_validator("model_file")(lambda v: check_name(v, "model file"))
+
+    @field_validator("precision", "precision_requested")
+    @classmethod
+    def _precision(cls, v: str) -> str:
+        if v not in PRECISIONS:
+            raise ValueError(f"unknown precision '{v}' (one of {', '.join(PRECISIONS)})")
+        return v
 
 
 class Manifest(BaseModel):
@@ -188,10 +197,13 @@ class Artifact:
             if path.exists():
                 raise ArtifactError(f"{path} is not an edgekit artifact (no {MANIFEST})", hint=hint)
             raise ArtifactError(f"artifact {path} does not exist", hint=hint)
+        if mpath.stat().st_size > MAX_MANIFEST_BYTES or not mpath.is_file():
+            raise ArtifactError(f"{mpath} is not a manifest (larger than {MAX_MANIFEST_BYTES >> 20} MiB)",
+                                hint="the artifact is damaged; re-create it")
         raw = mpath.read_bytes()
         try:
             data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             raise ArtifactError(f"{mpath} is not valid JSON", hint="the artifact is damaged; re-create it") from None
         version = data.get("schema_version") if isinstance(data, dict) else None
         if isinstance(version, int) and version > SCHEMA_VERSION:

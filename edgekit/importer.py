@@ -23,7 +23,7 @@ from edgekit.artifact import (
     library_versions,
     staging,
 )
-from edgekit.data import describe, match_inputs, resolve_source
+from edgekit.data import describe, match_inputs, resolve_source, source_paths
 from edgekit.errors import BadInputError, ModelError, require
 from edgekit.iospec import InputSpec, IOSpec, OutputSpec
 
@@ -88,7 +88,8 @@ def _import_torch(model: str, data: str | None, inputs: list[InputSpec] | None, 
         metrics.update(_eval_metrics(io, out_arr, y))
     console.info(f"importing {model}")
     return write_checkpoint(out, module, spec, io, data=data, metrics=metrics, step="import",
-                            config={"model": model, "kwargs": kwargs, "data": data}, overwrite=overwrite, opset=opset)
+                            config={"model": model, "kwargs": kwargs, "data": data}, overwrite=overwrite, opset=opset,
+                            inputs=source_paths(data))
 
 
 def _eval_metrics(io: IOSpec, outputs: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:
@@ -181,7 +182,7 @@ def _import_onnx(path: Path, data: str | None, inputs: list[InputSpec] | None, i
     if inputs:
         io = io.model_copy(update={"inputs": inputs})
     params = int(sum(np.prod(t.dims) for t in proto.graph.initializer))
-    with staging(out, overwrite) as tmp:
+    with staging(out, overwrite, [path, *source_paths(data)]) as tmp:
         onnx.save(proto, str(tmp / "model.onnx"))
         metrics: dict[str, Any] = {"params": params, "macs": None, "size_bytes": (tmp / "model.onnx").stat().st_size}
         if data:

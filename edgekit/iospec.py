@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgekit.errors import BadInputError
 
@@ -20,15 +20,42 @@ DTYPES = ("float32", "float16", "int64", "int32", "uint8", "int8", "bool")
 Task = Literal["classification", "embedding", "regression"]
 
 
-class InputSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+MAX_DIM = 1 << 20  # no real input axis is longer; a larger fixed dim in a manifest is damage, not a model
 
-    name: str
+
+class InputSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: str = Field(min_length=1, max_length=200)
     dtype: str = "float32"
-    dims: list[Dim]
+    dims: list[Dim] = Field(max_length=8)
     mean: list[float] | None = None
     std: list[float] | None = None
     layout: str | None = None  # e.g. "NCHW" for images; predict resizes image files to it
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, v: str) -> str:
+        if v not in DTYPES:
+            raise ValueError(f"unknown dtype '{v}' (one of {', '.join(DTYPES)})")
+        return v
+
+    @field_validator("dims")
+    @classmethod
+    def _dims(cls, v: list[Dim]) -> list[Dim]:
+        for d in v:
+            if isinstance(d, int) and not 1 <= d <= MAX_DIM:
+                raise ValueError(f"dimension {d} is out of range (1..{MAX_DIM}, or a name such as 'batch')")
+            if isinstance(d, str) and not d.isidentifier():
+                raise ValueError(f"dimension name '{d}' is not a plain name")
+        return v
+
+    @field_validator("std")
+    @classmethod
+    def _std(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and any(s <= 0 for s in v):
+            raise ValueError("std values must be positive")
+        return v
 
     def shape(self, batch: int, seq: int = 16) -> list[int]:
         """Concrete shape for a batch size; other symbolic dims get ``seq``."""
@@ -102,7 +129,11 @@ def parse_input_option(text: str) -> InputSpec:
             dims.append(d)
         else:
             raise BadInputError(f"--input '{text}': bad dimension '{d}'", hint="dims are positive ints or names like batch, seq")
-    return InputSpec(name=name, dims=dims, dtype=dtype)
+    try:
+        return InputSpec(name=name, dims=dims, dtype=dtype)
+    except ValidationError as exc:
+        raise BadInputError(f"--input '{text}': {exc.errors()[0]['msg'].removeprefix('Value error, ')}",
+                            hint="for example --input input:batch,3,224,224:float32") from None
 
 
 def load_io_spec_file(path: str | Path) -> IOSpec:
@@ -110,6 +141,10 @@ def load_io_spec_file(path: str | Path) -> IOSpec:
         return IOSpec.model_validate(json.loads(Path(path).read_text()))
     except FileNotFoundError:
         raise BadInputError(f"--io-spec file '{path}' does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"cannot read --io-spec file '{path}' ({type(exc).__name__})", hint="give a JSON text file") from None
+    except RecursionError:
+        raise BadInputError(f"--io-spec file '{path}' nests too deeply to be an IO spec") from None
     except (json.JSONDecodeError, ValidationError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BadInputError(f"--io-spec file '{path}' is not a valid IO spec: {first}") from None

@@ -16,9 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from edgekit.errors import RecipeError, did_you_mean
 from edgekit.resources import resource_dir
 
+MAX_RECIPE_BYTES = 1 << 20
+MAX_DEPTH = 20  # a recipe nests a few levels (steps -> step -> overrides -> layer); more is not a recipe
+
 
 class StepOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # .inf / .nan are refused, naming the key
 
 
 class LayerOverride(StepOptions):
@@ -26,6 +29,12 @@ class LayerOverride(StepOptions):
 
     skip: bool = False  # keep this layer in float
     activation_range: tuple[float, float] | None = None  # fix the layer's input range instead of calibrating it
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LayerOverride:
+        if self.activation_range is not None and not self.activation_range[0] < self.activation_range[1]:
+            raise ValueError(f"activation_range must be [low, high] with low < high (got {list(self.activation_range)})")
+        return self
 
 
 class PruneStep(StepOptions):
@@ -35,14 +44,14 @@ class PruneStep(StepOptions):
     importance: Literal["l1", "l2", "taylor", "bn_scale"] = "l2"
     global_pruning: bool = False
     iterative_steps: int = Field(default=4, ge=1, le=100)
-    finetune_epochs_per_step: int = Field(default=0, ge=0)
+    finetune_epochs_per_step: int = Field(default=0, ge=0, le=1000)
     keep: list[str] = Field(default_factory=list, description="module names or globs never pruned (plus the classifier head)")
-    round_to: int | None = Field(default=None, ge=1, description="channels go in multiples of this; "
+    round_to: int | None = Field(default=None, ge=1, le=1024, description="channels go in multiples of this; "
                                  "unset: 8, or 1 where multiples of 8 would overshoot the target (narrow layers)")
     max_pruning_ratio: float = Field(default=0.9, gt=0.0, lt=1.0)
     heads: bool = True  # prune attention heads (whole heads) in transformer layers
     lr: float = Field(default=1e-3, gt=0.0)
-    batch_size: int = Field(default=64, ge=1)
+    batch_size: int = Field(default=64, ge=1, le=65_536)
 
     @model_validator(mode="after")
     def _one_target(self) -> PruneStep:
@@ -55,9 +64,9 @@ class PruneStep(StepOptions):
 
 class FinetuneStep(StepOptions):
     kind: Literal["finetune"]
-    epochs: int = Field(default=5, ge=1)
+    epochs: int = Field(default=5, ge=1, le=10_000)
     lr: float = Field(default=1e-3, gt=0.0)
-    batch_size: int = Field(default=64, ge=1)
+    batch_size: int = Field(default=64, ge=1, le=65_536)
     data: str | None = None  # default: the lineage root's data
 
 
@@ -68,11 +77,11 @@ class FeaturePair(StepOptions):
 
 class DistillStep(StepOptions):
     kind: Literal["distill"]
-    epochs: int = Field(default=5, ge=1)
+    epochs: int = Field(default=5, ge=1, le=10_000)
     temperature: float = Field(default=4.0, gt=0.0)
     alpha: float = Field(default=0.7, ge=0.0, le=1.0, description="weight of the KD loss; 1 - alpha on the task loss")
     lr: float = Field(default=1e-3, gt=0.0)
-    batch_size: int = Field(default=64, ge=1)
+    batch_size: int = Field(default=64, ge=1, le=65_536)
     data: str | None = None  # default: the lineage root's data; unlabelled data -> teacher-only targets
     features: list[FeaturePair] = Field(default_factory=list)
     feature_weight: float = Field(default=1.0, ge=0.0)
@@ -83,11 +92,11 @@ class DistillStep(StepOptions):
 class QuantizeStep(StepOptions):
     kind: Literal["quantize"]
     calibration: str | None = None  # data source; default: the lineage root's data (train split)
-    samples: int = Field(default=300, ge=1)
-    seed: int = 0
+    samples: int = Field(default=300, ge=1, le=100_000)
+    seed: int = Field(default=0, ge=0, lt=2**32)
     method: Literal["minmax", "entropy", "percentile"] = "percentile"
     percentile: float = Field(default=99.999, gt=50.0, le=100.0)
-    entropy_bins: int = Field(default=2048, ge=128)
+    entropy_bins: int = Field(default=2048, ge=128, le=65536)
     bias_correction: bool = True
     squeeze_excite_float: bool = True  # squeeze-excite branches (pool -> 1x1 layers -> gate) stay float: INT8 saves nothing on a 1x1 map
     profile: Literal["portable", "cpu"] = "portable"  # cpu: asymmetric U8 activations, not TensorRT-portable
@@ -97,7 +106,7 @@ class QuantizeStep(StepOptions):
     smooth_alpha: float = Field(default=0.95, ge=0.0, le=1.0)  # NNCF's choice for transformer MatMuls
     max_accuracy_drop: float | None = Field(default=None, ge=0.0, le=1.0)
     max_fallback_fraction: float = Field(default=0.5, gt=0.0, le=1.0, description="at most this share of layers falls back")
-    min_samples: int = Field(default=32, ge=1)
+    min_samples: int = Field(default=32, ge=1, le=100_000)
 
 
 Step = Annotated[PruneStep | FinetuneStep | DistillStep | QuantizeStep, Field(discriminator="kind")]
@@ -107,7 +116,7 @@ STEP_MODELS: dict[str, type[StepOptions]] = {
 
 
 class Recipe(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
     steps: list[Step] = Field(min_length=1)
@@ -184,15 +193,60 @@ def parse_recipe(raw: Any, where: str) -> Recipe:
         raise _explain(exc, raw, where) from None
 
 
-def load_recipe(name_or_path: str) -> tuple[Recipe, Path]:
-    path = resolve_recipe_path(name_or_path)
+class _StrictLoader(yaml.SafeLoader):
+    """yaml's safe loader, refusing a key given twice in one mapping (yaml keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key '{key}' is given twice", key_node.start_mark)
+            seen.add(key if isinstance(key, (str, int, float, bool)) else id(key))
+        return super().construct_mapping(node, deep=deep)
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if level > MAX_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max([_depth(v, level + 1) for v in value.values()] or [level])
+    if isinstance(value, list):
+        return max([_depth(v, level + 1) for v in value] or [level])
+    return level
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """A small UTF-8 YAML file, safely: no tags that build objects, no duplicate keys, no deep nesting."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RecipeError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_RECIPE_BYTES:
+        raise RecipeError(f"{path} is {len(data)} bytes; a {what} is a small text file (at most {MAX_RECIPE_BYTES})")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path} is not a text file (not UTF-8)", hint=f"a {what} is a YAML text file") from None
+    if "\x00" in text:
+        raise RecipeError(f"{path} is not a text file (it holds NUL bytes)", hint=f"a {what} is a YAML text file")
+    try:
+        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
-        raise RecipeError(f"{path}:{line} is not valid YAML") from None
-    return parse_recipe(raw, str(path)), path
+        problem = getattr(exc, "problem", None)
+        raise RecipeError(f"{path}:{line} is not valid YAML{': ' + problem if problem else ''}") from None
+    except RecursionError:
+        raise RecipeError(f"{path} nests deeper than a {what} can (more than {MAX_DEPTH} levels)") from None
+    if _depth(raw) > MAX_DEPTH:
+        raise RecipeError(f"{path} nests deeper than a {what} can (more than {MAX_DEPTH} levels)")
+    return raw
+
+
+def load_recipe(name_or_path: str) -> tuple[Recipe, Path]:
+    path = resolve_recipe_path(name_or_path)
+    return parse_recipe(read_yaml(path, "recipe"), str(path)), path
 
 
 def dump_recipe(recipe: Recipe) -> str:

@@ -9,6 +9,7 @@ the same batches a straight one would.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 import shutil
@@ -26,7 +27,7 @@ from torch.nn import functional as F  # noqa: N812
 from edgekit import console, trust
 from edgekit.artifact import Artifact, ModelSpec, check_output, sweep_stale, temp_name
 from edgekit.checkpoint import write_checkpoint
-from edgekit.data import Batch, describe, match_inputs, resolve_source
+from edgekit.data import Batch, describe, match_inputs, resolve_source, source_paths
 from edgekit.errors import BadInputError, DataError
 from edgekit.iospec import InputSpec, IOSpec
 from edgekit.models import create, default_io, factory_kwargs, parse_source
@@ -55,8 +56,14 @@ def validate(cfg: TrainConfig) -> None:
         raise BadInputError(f"--epochs must be at least 1 (got {cfg.epochs})")
     if cfg.batch_size < 1:
         raise BadInputError(f"--batch-size must be at least 1 (got {cfg.batch_size})")
-    if not cfg.lr > 0:
-        raise BadInputError(f"--lr must be positive (got {cfg.lr})")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise BadInputError(f"--lr must be a positive finite number (got {cfg.lr})")
+    for name in ("weight_decay", "label_smoothing"):
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise BadInputError(f"--{name.replace('_', '-')} must be a finite number >= 0 (got {value})")
+    if cfg.label_smoothing >= 1:
+        raise BadInputError(f"--label-smoothing must be below 1 (got {cfg.label_smoothing})")
 
 
 def default_out(cfg: TrainConfig) -> Path:
@@ -212,16 +219,6 @@ def fit(
                 _save_state(partial, model, opt, sched, epoch + 1, best)
                 console.log(f"{label}: epoch {epoch + 1}/{epochs} loss {total / max(count, 1):.4f} val {score:.4f}; checkpoint saved to {partial}")
     return best
-
-
-def source_paths(spec: str | None) -> list[Path]:
-    """The files or folders a data source string reads (an --out must not hold them)."""
-    if not spec:
-        return []
-    kind, sep, rest = spec.partition(":")
-    if sep and kind in ("npz", "idx", "images") and rest:
-        return [Path(rest)]
-    return [Path(spec)] if spec.endswith(".npz") else []
 
 
 def _drop_stateless(partial: Path) -> None:

@@ -240,6 +240,7 @@ def time_in_processes(art: Artifact, targets: list[str], threads: int, live: lis
     why), and pool their samples."""
     import dataclasses
     import json
+    import os
     import subprocess  # noqa: S404 - our own worker module, fixed argv
     import sys
     import tempfile
@@ -253,7 +254,7 @@ def time_in_processes(art: Artifact, targets: list[str], threads: int, live: lis
             spec = {"artifact": str(art.path), "targets": targets, "threads": threads, "rows": live,
                     "batches": list(feeds), "inputs": names, "feeds": str(Path(tmp) / "feeds.npz"),
                     "timing": dataclasses.asdict(cfg), "trust": trust.state(),
-                    "sys_path": sys.path, "rotate": k, "out": str(Path(tmp) / f"samples{k}.npz")}
+                    "sys_path": sys.path, "rotate": k, "parent": os.getpid(), "out": str(Path(tmp) / f"samples{k}.npz")}
             (Path(tmp) / f"spec{k}.json").write_text(json.dumps(spec))
             res = subprocess.run([sys.executable, "-m", "edgekit.bench.worker", str(Path(tmp) / f"spec{k}.json")],  # noqa: S603
                                  capture_output=True, text=True, check=False)

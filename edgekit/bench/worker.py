@@ -44,9 +44,36 @@ def run(spec: dict[str, Any]) -> None:
     np.savez(spec["out"], **{key: np.asarray(t.samples_ns, dtype=np.int64) for key, t in timed.items()})  # type: ignore[arg-type]
 
 
+def die_with_parent(parent: int) -> None:
+    """End this process when ``bench`` (its parent) ends, even by SIGKILL: Linux's PR_SET_PDEATHSIG, and
+    elsewhere a thread that watches the parent id."""
+    import os
+    import signal
+
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        import threading
+        import time
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(0.5)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent:  # the parent was gone before the signal was armed
+        os._exit(1)
+
+
 def main() -> None:
     try:
         spec = json.loads(Path(sys.argv[1]).read_text())
+        if "parent" in spec:
+            die_with_parent(int(spec["parent"]))
         sys.path[:0] = [p for p in spec["sys_path"] if p not in sys.path]  # the parent's imports resolve here too
         run(spec)
     except Exception as exc:  # noqa: BLE001 - one line for the parent, which reports it as the row's failure

@@ -109,6 +109,16 @@ def resolve_source(spec: str | None) -> Source:
     )
 
 
+def source_paths(spec: str | None) -> list[Path]:
+    """The files or folders a data source string reads (an --out must not hold them)."""
+    if not spec:
+        return []
+    kind, sep, rest = spec.partition(":")
+    if sep and kind in ("npz", "idx", "images") and rest:
+        return [Path(rest)]
+    return [Path(spec)] if spec.endswith(".npz") else []
+
+
 def _import_function(spec: str) -> SourceFn:
     from edgekit import trust  # no torch at import time
 

@@ -132,7 +132,11 @@ def create(spec: ModelSpec) -> nn.Module:
         else:
             model = trust.load(spec.source, "model factory", ModelError)(**spec.kwargs)
     except TypeError as exc:
-        raise ModelError(f"cannot build '{spec.source}' with {spec.kwargs}: {exc}") from None
+        raise ModelError(f"cannot build '{spec.source}' with {spec.kwargs}: {str(exc).splitlines()[0]}") from None
+    except (RuntimeError, MemoryError, ValueError, OverflowError) as exc:  # e.g. a width that cannot be allocated
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"cannot build '{spec.source}' with {spec.kwargs}: {first[:200]}",
+                         hint="check the model's keyword arguments (--model-kwargs, or the manifest's model.kwargs)") from None
     if not isinstance(model, nn.Module):
         raise ModelError(f"'{spec.source}' returned {type(model).__name__}, not a torch.nn.Module")
     return model
