@@ -16,7 +16,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 json_option = click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout.")
 out_option = click.option("--out", type=click.Path(), default=None, help="Output path (exit 2 if it exists).")
 overwrite_option = click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
-trust_option = click.option("--trust-code", is_flag=True, help="Allow importing a factory named in the manifest.")
+trust_option = click.option("--trust-code", is_flag=True, help="Import code (package.module:attr) named in the artifact's manifest or the recipe.")
 artifact_argument = click.argument("artifact", required=False, type=click.Path())
 input_option = click.option(
     "--input", "inputs", multiple=True, metavar="NAME:DIMS:DTYPE",
