@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.artifact import Artifact
-from edgekit.errors import ArtifactError, BadInputError, DataError, MissingExtraError
+from edgekit.errors import ArtifactError, BadInputError, DataError, EdgekitError, MissingExtraError
 from edgekit.iospec import InputSpec, normalise_image
 
 MAX_BUNDLE_BYTES = 8 << 30  # absolute; EDGEKIT_MAX_BUNDLE_BYTES lowers or raises it
@@ -219,7 +219,17 @@ class Bundle:
             target = getattr(importlib.import_module(module), {
                 "onnxruntime": "OnnxRuntimeTarget", "openvino": "OpenVinoTarget", "tensorrt": "TensorRtTarget",
             }[record.name])()
-            self._runtime = target.load(self.directory, record, threads=threads)
+            model = self.directory / record.model_file
+            if model.stat().st_size == 0:
+                raise ArtifactError(f"the bundle's model file {record.model_file} is empty", hint="package the bundle again")
+            try:
+                self._runtime = target.load(self.directory, record, threads=threads)
+            except EdgekitError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the runtime's own parser refused the file: the bundle is bad
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise ArtifactError(f"{record.name} cannot load the bundle's {record.model_file}: {first[:300]}",
+                                    hint="the bundle is damaged or was edited; package it again") from None
         return self._runtime
 
     def predict(self, inputs: dict[str, np.ndarray], top_k: int = 5) -> Prediction:

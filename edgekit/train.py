@@ -252,9 +252,9 @@ def _save_state(partial: Path, model: nn.Module, opt: Any, sched: Any, epoch: in
         _write_state(tmp, model, opt, sched, epoch, best)
         os.replace(tmp, partial / STATE)
     except (OSError, RuntimeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[0]
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "the disk is full or a file size limit was hit"
         raise BadInputError(f"cannot save the training state in {partial}: {reason}",
-                            hint="free disk space, then continue with --resume") from None
+                            hint="free disk space and run again (--resume continues from the last saved epoch, if any)") from None
     finally:
         tmp.unlink(missing_ok=True)
 

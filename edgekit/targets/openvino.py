@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgekit.artifact import TargetRecord
-from edgekit.errors import MissingExtraError, TargetUnavailableError
+from edgekit.errors import BadInputError, MissingExtraError, TargetUnavailableError
 from edgekit.targets.base import BuildOptions, Built, compile_failure, default_threads
 
 # the precision OpenVINO computes float ops in, per edgekit precision
@@ -163,7 +163,11 @@ class OpenVinoTarget:
         finally:
             if source != onnx_path:
                 source.unlink(missing_ok=True)
-        ov.save_model(model, str(xml), compress_to_fp16=False)
+        try:
+            ov.save_model(model, str(xml), compress_to_fp16=False)
+        except RuntimeError as exc:  # OpenVINO reports a failed write as "basic_ios::clear: iostream error"
+            raise BadInputError(f"cannot write the OpenVINO IR {xml.name}: {str(exc).strip().splitlines()[-1][:200]}",
+                                hint="the disk is full or a file size limit was hit; free space and run again") from None
         return counts
 
     def load(self, directory: Path, record: TargetRecord, threads: int | None = None,
