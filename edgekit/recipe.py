@@ -108,6 +108,12 @@ class QuantizeStep(StepOptions):
     max_fallback_fraction: float = Field(default=0.5, gt=0.0, le=1.0, description="at most this share of layers falls back")
     min_samples: int = Field(default=32, ge=1, le=100_000)
 
+    @model_validator(mode="after")
+    def _enough_samples(self) -> QuantizeStep:
+        if self.samples < self.min_samples:
+            raise ValueError(f"samples ({self.samples}) is below min_samples ({self.min_samples})")
+        return self
+
 
 Step = Annotated[PruneStep | FinetuneStep | DistillStep | QuantizeStep, Field(discriminator="kind")]
 STEP_MODELS: dict[str, type[StepOptions]] = {

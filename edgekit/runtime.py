@@ -279,12 +279,15 @@ def load_inputs(paths: list[Path], io: Any) -> dict[str, np.ndarray]:
             raise DataError(f"input '{spec.name}' has shape {arr.shape}; the model expects {spec.dims}")
         if arr.shape[0] == 0:
             raise DataError(f"{path}: input '{spec.name}' has no samples (shape {arr.shape})")
-        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-            raise DataError(f"{path}: input '{spec.name}' contains NaN or infinite values", hint="inputs must be finite numbers")
         if spec.dtype.startswith(("int", "uint")) and arr.dtype.kind == "f":
             raise DataError(f"{path}: input '{spec.name}' is {arr.dtype}; the model takes {spec.dtype}",
                             hint="token ids and masks are integer arrays")
-        out[spec.name] = np.ascontiguousarray(arr.astype(spec.dtype))
+        with np.errstate(over="ignore", invalid="ignore"):
+            arr = np.ascontiguousarray(arr.astype(spec.dtype))
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():  # after the cast: 1e300 is inf in float32
+            raise DataError(f"{path}: input '{spec.name}' contains NaN or infinite values (as {spec.dtype})",
+                            hint="inputs must be finite numbers in the model's dtype")
+        out[spec.name] = arr
     return out
 
 

@@ -247,6 +247,7 @@ def _load_state(partial: Path) -> dict[str, Any]:
 def _save_state(partial: Path, model: nn.Module, opt: Any, sched: Any, epoch: int, best: FitResult) -> None:
     partial.mkdir(parents=True, exist_ok=True)
     sweep_stale(partial)
+    (partial / f".{STATE}.tmp").unlink(missing_ok=True)  # the fixed name earlier versions used: only ever ours
     tmp = partial / temp_name(STATE)
     try:
         _write_state(tmp, model, opt, sched, epoch, best)

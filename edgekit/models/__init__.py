@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -160,7 +161,14 @@ def load_weights(model: nn.Module, path: Path) -> None:
     try:
         missing, unexpected = load_model(model, str(path), strict=False)
     except (SafetensorError, RuntimeError, OSError) as exc:
-        raise ModelError(f"cannot load weights {path} into the model: {str(exc).splitlines()[0]}") from None
+        text = str(exc)
+        shapes = re.findall(r"size mismatch for ([\w.]+)", text)
+        if shapes:
+            more = f" and {len(shapes) - 1} more" if len(shapes) > 1 else ""
+            raise ModelError(f"weights {path} do not fit the model: tensor shapes differ for {shapes[0]}{more}",
+                             hint="the model's kwargs (e.g. width) do not match the ones the weights were saved with") from None
+        first = next((ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().endswith(":")), type(exc).__name__)
+        raise ModelError(f"cannot load weights {path} into the model ({first[:200]})") from None
     if missing or unexpected:
         raise ModelError(
             f"weights {path} do not fit the model: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}"
