@@ -279,6 +279,8 @@ def load_inputs(paths: list[Path], io: Any) -> dict[str, np.ndarray]:
             raise DataError(f"input '{spec.name}' has shape {arr.shape}; the model expects {spec.dims}")
         if arr.shape[0] == 0:
             raise DataError(f"{path}: input '{spec.name}' has no samples (shape {arr.shape})")
+        if arr.dtype.kind not in "biuf":  # an npz's 'labels' may be text; an input never is
+            raise DataError(f"{path}: input '{spec.name}' has dtype {arr.dtype}", hint="inputs are numbers: bool, integer or float arrays")
         if spec.dtype.startswith(("int", "uint")) and arr.dtype.kind == "f":
             raise DataError(f"{path}: input '{spec.name}' is {arr.dtype}; the model takes {spec.dtype}",
                             hint="token ids and masks are integer arrays")

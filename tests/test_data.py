@@ -11,6 +11,7 @@ import pytest
 
 from edgekit.data import describe, resolve_source, take
 from edgekit.errors import DataError
+from edgekit.trust import vouch
 
 
 def test_digits_split_is_fixed_and_disjoint() -> None:
@@ -87,13 +88,15 @@ def test_images_folder(tmp_path: Path) -> None:
 
 
 def test_python_function_source() -> None:
+    vouch("userzoo:blobs")  # as typed on a command line
     src = resolve_source("userzoo:blobs")
     x, y = src("test")
     assert x["input"].shape == (300, 6) and y.shape == (300,)
 
 
 def test_python_function_bad_return() -> None:
-    with pytest.raises(DataError, match="no function"):
+    vouch("userzoo:nope")
+    with pytest.raises(DataError, match="no callable"):
         resolve_source("userzoo:nope")("train")
 
 

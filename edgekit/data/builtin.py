@@ -63,7 +63,10 @@ _READ_ERRORS = (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, M
 _NPZ_HINT = "write it with numpy.savez(path, x=..., y=...); pickled object arrays are refused"
 
 
-def _numeric(arr: np.ndarray, where: str) -> np.ndarray:
+def _numeric(arr: np.ndarray, where: str, text: bool = False) -> np.ndarray:
+    """Numbers only; ``text`` also lets a 1-D array of short strings through (an npz's class names)."""
+    if text and arr.dtype.kind == "U" and arr.ndim == 1 and arr.dtype.itemsize <= 4 * 1024:
+        return arr
     if arr.dtype.kind not in "biuf" or arr.dtype.itemsize > 8:
         raise DataError(f"{where} has dtype {arr.dtype}", hint="inputs are numbers: bool, integer or float arrays")
     return arr
@@ -76,7 +79,7 @@ def _too_large(path: Path, size: int) -> DataError:
 
 def read_arrays(path: Path) -> np.ndarray | dict[str, np.ndarray]:
     """A .npy file (one array) or .npz file (name -> array), never unpickled, sizes checked against the
-    file before anything is allocated, numeric dtypes only. Any damage is a DataError."""
+    file before anything is allocated, numeric dtypes only (an npz's ``labels`` may be strings). Any damage is a DataError."""
     if not path.is_file():
         raise DataError(f"input file {path} does not exist")
     with open(path, "rb") as f:
@@ -95,7 +98,7 @@ def read_arrays(path: Path) -> np.ndarray | dict[str, np.ndarray]:
             if declared > limit:
                 raise _too_large(path, declared)
             with np.load(path, allow_pickle=False) as z:
-                return {k: _numeric(z[k], f"{path}: array '{k}'") for k in z.files}
+                return {k: _numeric(z[k], f"{path}: array '{k}'", text=k == "labels") for k in z.files}
     except _READ_ERRORS as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         kind = ".npy" if magic == b"\x93NUMPY" else ".npz"
