@@ -9,7 +9,25 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekit import console
+from edgekit.artifact import MANIFEST
 from edgekit.bench.report import BenchReport
+
+
+def _drop_previous_int8(out: Path) -> None:
+    """A second demo replaces the first: ``train --overwrite`` keeps child artifacts it did not make,
+    so the INT8 child an earlier demo made (compressed from ``out`` by recipe int8) goes first."""
+    import json
+    import shutil
+
+    child = out / "int8"
+    if not (out / MANIFEST).is_file() or not (child / MANIFEST).is_file() or child.is_symlink():
+        return
+    try:
+        lineage = json.loads((child / MANIFEST).read_text()).get("lineage") or {}
+    except (OSError, ValueError, AttributeError):
+        return
+    if lineage.get("parent") == ".." and lineage.get("step") == "compress:int8":
+        shutil.rmtree(child)
 
 
 def demo(out: Path = Path("runs/demo"), epochs: int = 30, batches: tuple[int, ...] = (1, 256),
@@ -19,6 +37,7 @@ def demo(out: Path = Path("runs/demo"), epochs: int = 30, batches: tuple[int, ..
     from edgekit.targets.catalog import CATALOG
     from edgekit.train import TrainConfig, train
 
+    _drop_previous_int8(out)
     console.info("[bold]1/3 train[/bold]: small residual CNN on scikit-learn's digits")
     ckpt = train(TrainConfig(epochs=epochs), out=out, overwrite=True)
     assert ckpt is not None  # noqa: S101 - demo runs in one process

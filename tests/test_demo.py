@@ -19,3 +19,11 @@ def test_demo_runs_the_whole_path(tmp_path: Path) -> None:
     assert sorted({r["batch"] for r in report["rows"]}) == [1, 64]
     assert (tmp_path / "runs/demo/int8/manifest.json").is_file()
     assert "edgekit bench - batch 1" in res.err and "edgekit bench - batch 64" in res.err
+    first = (tmp_path / "runs/demo/int8/manifest.json").read_bytes()
+
+    # `make demo` again replaces the demo's own tree (its INT8 child included), and nothing else
+    (tmp_path / "runs/keep.txt").write_text("a user's file beside the demo")
+    again = run_cli("demo", "--epochs", "1", "--batch", "1", "--json", cwd=tmp_path)
+    assert again.code == 0, again.err
+    assert (tmp_path / "runs/demo/int8/manifest.json").read_bytes() != first
+    assert (tmp_path / "runs/keep.txt").is_file()
