@@ -66,8 +66,8 @@ def _target_check(info: Any) -> Check:
 
     target: Any = load_target(info)
     try:
+        target.check(next(iter(info.devices)))  # first: describe() may need what check() finds missing
         detail = target.describe()
-        target.check(next(iter(info.devices)))
     except EdgekitError as exc:
         return Check(f"target {info.name}", "unavailable", exc.message, exc.hint or "")
     return Check(f"target {info.name}", "ok", detail)

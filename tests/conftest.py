@@ -8,8 +8,12 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from edgekit.artifact import Artifact
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -67,5 +71,16 @@ def digits_ckpt(workdir: Path):
     from edgekit.train import TrainConfig, train
 
     art = train(TrainConfig(epochs=20), out=workdir / "runs" / "digits")
+    assert art is not None
+    return art
+
+
+@pytest.fixture(scope="session")
+def digits_int8(digits_ckpt: Artifact) -> Artifact:
+    """digits_ckpt compressed once by recipe int8: every test that reads it sees the same artifact,
+    whatever the order tests run in (tests that compress for themselves write to their tmp_path)."""
+    from edgekit.compress import compress
+
+    art = compress(digits_ckpt, "int8", out=digits_ckpt.path.parent / "digits-int8")
     assert art is not None
     return art

@@ -9,21 +9,13 @@ import pytest
 
 from edgekit.artifact import Artifact
 from edgekit.bench.report import BenchReport, pareto
-from edgekit.compress import compress
 
 from .conftest import run_cli
 
 
-@pytest.fixture(scope="session")
-def int8_for_bench(digits_ckpt: Artifact) -> Artifact:
-    art = compress(digits_ckpt, "int8", overwrite=True)
-    assert art is not None
-    return art
-
-
-def test_bench_int8_on_ov_ort_and_trt(int8_for_bench: Artifact, tmp_path: Path) -> None:
+def test_bench_int8_on_ov_ort_and_trt(digits_int8: Artifact, tmp_path: Path) -> None:
     out = tmp_path / "b"
-    res = run_cli("bench", str(int8_for_bench.path), "--target", "openvino", "--target", "onnxruntime", "--target", "trt",
+    res = run_cli("bench", str(digits_int8.path), "--target", "openvino", "--target", "onnxruntime", "--target", "trt",
                   "--batch", "1,32", "--min-time", "0.1", "--min-runs", "10", "--processes", "2", "--out", str(out), "--json",
                   cwd=tmp_path)
     assert res.code == 0, res.err
@@ -75,16 +67,18 @@ def test_bench_onnx_only_root_without_data(tmp_path: Path, digits_ckpt: Artifact
     assert report.config.processes == 0 and all(r.runs and r.runs >= 5 and r.speedup for r in report.rows)
 
 
-def test_bench_dry_run(int8_for_bench: Artifact, tmp_path: Path) -> None:
-    res = run_cli("bench", str(int8_for_bench.path), "--target", "trt", "--dry-run", "--json", cwd=tmp_path)
+def test_bench_dry_run(digits_int8: Artifact, tmp_path: Path) -> None:
+    before = sorted(p for p in digits_int8.path.rglob("*"))
+    res = run_cli("bench", str(digits_int8.path), "--target", "trt", "--dry-run", "--json", cwd=tmp_path)
     assert res.code == 0, res.err
     assert json.loads(res.out)["dry_run"] is True
     assert "unavailable" in res.err
-    assert not (int8_for_bench.path / "bench").exists() or True
+    assert sorted(p for p in digits_int8.path.rglob("*")) == before  # a dry run writes nothing
+    assert not list(tmp_path.iterdir())
 
 
-def test_bench_unknown_target(int8_for_bench: Artifact, tmp_path: Path) -> None:
-    res = run_cli("bench", str(int8_for_bench.path), "--target", "openvno", cwd=tmp_path)
+def test_bench_unknown_target(digits_int8: Artifact, tmp_path: Path) -> None:
+    res = run_cli("bench", str(digits_int8.path), "--target", "openvno", cwd=tmp_path)
     assert res.code == 2 and "did you mean 'openvino'" in res.err
 
 

@@ -52,15 +52,6 @@ def test_doctor_reports_the_cpu_kind_and_what_it_means_per_target() -> None:
     assert "int8 on openvino" in checks
 
 
-@pytest.fixture(scope="module")
-def digits_int8(digits_ckpt: Artifact) -> Artifact:
-    from edgekit.compress import compress
-
-    art = compress(digits_ckpt, "int8", overwrite=True)
-    assert art is not None
-    return art
-
-
 def _reference(path: Path, x: dict[str, np.ndarray], precise: bool | None = None) -> np.ndarray:
     import onnxruntime as ort
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -65,3 +66,28 @@ def test_torchvision_missing_is_clear(tmp_path: Path) -> None:
         pytest.skip("torchvision is installed here")
     res = run_cli("import", "torchvision:resnet18", "--input", "input:batch,3,64,64:float32", cwd=tmp_path)
     assert res.code == 2 and "torchvision is not installed" in res.err
+
+
+@pytest.mark.parametrize("init", [
+    "raise OSError('libnvinfer.so.10: cannot open shared object file: No such file or directory')",
+    "raise ImportError('libcudart.so.12: cannot open shared object file')",
+    "",  # a package with no runtime in it (stubs, a half-removed install)
+    "class Builder: pass\n__version__ = '10.13.0'",  # the runtime's names, a cuda-python that does not load
+])
+def test_doctor_on_a_partial_tensorrt_install(tmp_path: Path, init: str) -> None:
+    """A TensorRT that imports badly or only in part is 'unavailable' with the reason, not an internal error."""
+    fake = tmp_path / "site"
+    (fake / "tensorrt").mkdir(parents=True)
+    (fake / "tensorrt" / "__init__.py").write_text(init + "\n")
+    (fake / "cuda" / "bindings").mkdir(parents=True)  # found by find_spec, but has no runtime module
+    (fake / "cuda" / "__init__.py").write_text("")
+    (fake / "cuda" / "bindings" / "__init__.py").write_text("")
+    res = run_cli("doctor", "--json", cwd=tmp_path, PYTHONPATH=os.pathsep.join([str(fake), env()["PYTHONPATH"]]))
+    assert res.code == 0, res.err
+    trt = {c["component"]: c for c in json.loads(res.out)}["target tensorrt"]
+    assert trt["status"] == "unavailable", trt
+    assert "pip install" in trt["install"], trt
+    if "libnvinfer" in init:
+        assert "libnvinfer" in trt["detail"]
+    if "Builder" in init:
+        assert "cuda-python" in trt["detail"]

@@ -14,29 +14,21 @@ import numpy as np
 import pytest
 
 from edgekit.artifact import Artifact
-from edgekit.compress import compress
 from edgekit.runtime import Bundle, onnx_external_locations
 
 from .conftest import ROOT, assert_user_error, run_cli
 
 
 @pytest.fixture(scope="session")
-def int8_for_package(digits_ckpt: Artifact) -> Artifact:
-    art = compress(digits_ckpt, "int8", overwrite=True)
-    assert art is not None
-    return art
-
-
-@pytest.fixture(scope="session")
-def bundles(int8_for_package: Artifact, workdir: Path) -> dict[str, Path]:
+def bundles(digits_int8: Artifact, workdir: Path) -> dict[str, Path]:
     from edgekit.package import package
 
-    return {t: package(int8_for_package, t, out=workdir / f"digits-{t}.tar.gz", overwrite=True)
+    return {t: package(digits_int8, t, out=workdir / f"digits-{t}.tar.gz", overwrite=True)
             for t in ("onnxruntime", "openvino")}
 
 
-def test_same_input_same_bytes(int8_for_package: Artifact, bundles: dict[str, Path], tmp_path: Path) -> None:
-    res = run_cli("package", str(int8_for_package.path), "--target", "onnxruntime", "--out", str(tmp_path / "again.tar.gz"),
+def test_same_input_same_bytes(digits_int8: Artifact, bundles: dict[str, Path], tmp_path: Path) -> None:
+    res = run_cli("package", str(digits_int8.path), "--target", "onnxruntime", "--out", str(tmp_path / "again.tar.gz"),
                   cwd=tmp_path)
     assert res.code == 0, res.err
     assert (tmp_path / "again.tar.gz").read_bytes() == bundles["onnxruntime"].read_bytes()
@@ -159,14 +151,14 @@ def test_newer_schema_bundle(bundles: dict[str, Path], tmp_path: Path) -> None:
     assert_user_error(run_cli("predict", str(tmp_path / "new.tar.gz"), str(tmp_path / "x.npy"), cwd=tmp_path), "schema version 7")
 
 
-def test_onnx_pointing_outside_the_bundle_is_refused(int8_for_package: Artifact, tmp_path: Path) -> None:
+def test_onnx_pointing_outside_the_bundle_is_refused(digits_int8: Artifact, tmp_path: Path) -> None:
     import onnx
     from onnx.external_data_helper import convert_model_to_external_data
 
     from edgekit.artifact import ArtifactError, Manifest, finalize
     from edgekit.package import package, write_sums
 
-    bundle = package(int8_for_package, "onnxruntime", out=tmp_path / "b", as_dir=True)
+    bundle = package(digits_int8, "onnxruntime", out=tmp_path / "b", as_dir=True)
     assert onnx_external_locations(bundle / "model.onnx") == []
     model = onnx.load(str(bundle / "model.onnx"))
     convert_model_to_external_data(model, all_tensors_to_one_file=True, location="w.bin", size_threshold=0)

@@ -18,13 +18,10 @@ from .conftest import assert_user_error, run_cli
 
 
 @pytest.fixture(scope="module")
-def int8_bundles(digits_ckpt: Artifact, workdir: Path) -> dict[str, Path]:
-    from edgekit.compress import compress
+def int8_bundles(digits_int8: Artifact, workdir: Path) -> dict[str, Path]:
     from edgekit.package import package
 
-    art = compress(digits_ckpt, "int8", overwrite=True)
-    assert art is not None
-    return {t: package(art, t, out=workdir / f"verify-{t}.tar.gz", overwrite=True) for t in ("onnxruntime", "openvino")}
+    return {t: package(digits_int8, t, out=workdir / f"verify-{t}.tar.gz", overwrite=True) for t in ("onnxruntime", "openvino")}
 
 
 @pytest.mark.parametrize("target", ["onnxruntime", "openvino"])

@@ -107,8 +107,13 @@ def _nonnegative(graph: Any, inits: dict[str, Any], producers: dict[str, Any]) -
         elif node.op_type == "DequantizeLinear":
             q = producers.get(node.input[0])
             ok = q is not None and q.op_type == "QuantizeLinear" and q.input[0] in found
+        elif node.op_type in ("Reshape", "Flatten"):
+            ok = node.input[0] in found  # the shape input says nothing about the sign
         elif node.op_type in KEEPS_SIGN:
-            ok = bool(acts) and all(i in found for i in acts[: 1 if node.op_type == "Reshape" else None])
+            # constants count too: Relu(x) + (-0.5) is negative, Relu(x) + 0.5 is not
+            consts = [_array(inits, i) for i in node.input if i in inits]
+            ok = bool(acts) and all(i in found for i in acts) and all(c.size == 0 or float(np.min(c)) >= 0.0
+                                                                    for c in consts if c is not None)
         else:
             ok = False
         if ok:

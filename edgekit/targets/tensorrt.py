@@ -57,8 +57,12 @@ def _raise(err: cudart.cudaError_t) -> None:
 
 def gpu_identity(index: int = 0) -> dict[str, str]:
     """Name and compute capability of a CUDA device; raises TargetUnavailableError if none."""
-    from cuda.bindings import runtime
-
+    try:
+        from cuda.bindings import runtime
+    except (ImportError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TargetUnavailableError(f"cuda-python is installed but does not load: {first}",
+                                     hint="pip install 'cuda-python>=12.6,<13'") from None
     err, count = runtime.cudaGetDeviceCount()
     if err != runtime.cudaError_t.cudaSuccess or not count:
         reason = runtime.cudaGetErrorName(err)[1].decode(errors="replace") if err else "no device"
@@ -211,9 +215,12 @@ class TensorRtTarget:
         """Fail at once, with the install command, where TensorRT, cuda-python or a GPU is missing."""
         if importlib.util.find_spec("tensorrt") is None:
             raise TargetUnavailableError("TensorRT is not installed (it needs an NVIDIA GPU and CUDA)", hint=INSTALL)
-        import tensorrt as trt
-
-        if not hasattr(trt, "Builder"):  # e.g. only type stubs are installed
+        try:
+            import tensorrt as trt
+        except (ImportError, OSError) as exc:  # a wheel without its libnvinfer, a driver without CUDA
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TargetUnavailableError(f"TensorRT is installed but does not load: {first}", hint=INSTALL) from None
+        if not hasattr(trt, "Builder") or not hasattr(trt, "__version__"):  # e.g. only type stubs are installed
             raise TargetUnavailableError("the installed 'tensorrt' package has no runtime (stubs only?)", hint=INSTALL)
         if importlib.util.find_spec("cuda") is None or importlib.util.find_spec("cuda.bindings") is None:
             raise TargetUnavailableError("cuda-python is not installed (TensorRT's buffers need it)",

@@ -17,13 +17,6 @@ from edgekit.steps.qdq_check import check_file
 from ..conftest import assert_user_error, run_cli
 
 
-@pytest.fixture(scope="session")
-def int8_art(digits_ckpt: Artifact) -> Artifact:
-    art = compress(digits_ckpt, "int8", overwrite=True)
-    assert art is not None
-    return art
-
-
 def _runtime_preds(art: Artifact, target: str, x: np.ndarray) -> np.ndarray:
     from edgekit.build import build, run_batched
     from edgekit.targets.catalog import CATALOG, load_target
@@ -34,39 +27,39 @@ def _runtime_preds(art: Artifact, target: str, x: np.ndarray) -> np.ndarray:
     return run_batched(rt, {"input": x}, 64)["output"]
 
 
-def test_int8_digits_accuracy_and_cross_runtime_agreement(int8_art: Artifact, digits_ckpt: Artifact) -> None:
+def test_int8_digits_accuracy_and_cross_runtime_agreement(digits_int8: Artifact, digits_ckpt: Artifact) -> None:
     from edgekit.data import resolve_source
 
     full = digits_ckpt.manifest.metrics["test"]["top1"]
-    assert int8_art.manifest.quantized
-    assert int8_art.manifest.metrics["test"]["top1"] >= full - 0.003
+    assert digits_int8.manifest.quantized
+    assert digits_int8.manifest.metrics["test"]["top1"] >= full - 0.003
     x, y = resolve_source("digits")("test")
-    ort_out = _runtime_preds(int8_art, "onnxruntime", x["input"])
-    ov_out = _runtime_preds(int8_art, "openvino", x["input"])
+    ort_out = _runtime_preds(digits_int8, "onnxruntime", x["input"])
+    ov_out = _runtime_preds(digits_int8, "openvino", x["input"])
     assert (ort_out.argmax(1) == ov_out.argmax(1)).mean() >= 0.995
     for out in (ort_out, ov_out):
         assert (out.argmax(1) == y).mean() >= full - 0.003
 
 
-def test_qdq_graph_is_portable_and_int8(int8_art: Artifact, digits_ckpt: Artifact) -> None:
-    path = int8_art.path / "model.onnx"
+def test_qdq_graph_is_portable_and_int8(digits_int8: Artifact, digits_ckpt: Artifact) -> None:
+    path = digits_int8.path / "model.onnx"
     assert check_file(path) == []
     model = onnx.load(str(path))
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     weight_dqs = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
     assert weight_dqs and all(inits[n.input[0]].dtype == np.int8 for n in weight_dqs)
     assert all(np.all(inits[n.input[2]] == 0) for n in model.graph.node if n.op_type == "QuantizeLinear")
-    assert int8_art.manifest.files["model.onnx"].size < 0.4 * digits_ckpt.manifest.files["model.onnx"].size
-    assert int8_art.manifest.metrics["quantize"]["tensorrt_portable"] is True
+    assert digits_int8.manifest.files["model.onnx"].size < 0.4 * digits_ckpt.manifest.files["model.onnx"].size
+    assert digits_int8.manifest.metrics["quantize"]["tensorrt_portable"] is True
 
 
 @pytest.mark.parametrize("steps", [("s8_to_u8",), ("fold_relu_pairs",), ("fold_relu_pairs", "s8_to_u8")])
-def test_exact_rewrites_change_no_value(int8_art: Artifact, tmp_path: Path, steps: tuple[str, ...]) -> None:
+def test_exact_rewrites_change_no_value(digits_int8: Artifact, tmp_path: Path, steps: tuple[str, ...]) -> None:
     """Build-time re-expressions that claim exactness give identical outputs on the reference kernels."""
     from edgekit.targets.onnxruntime import OrtRuntime
     from edgekit.targets.qdq_rewrite import rewrite
 
-    src = int8_art.path / "model.onnx"
+    src = digits_int8.path / "model.onnx"
     counts = rewrite(src, tmp_path / "r.onnx", steps)
     assert all(n > 0 for n in counts.values()), counts
     x = {"input": np.random.default_rng(0).random((16, 1, 8, 8), dtype=np.float32)}
@@ -75,13 +68,13 @@ def test_exact_rewrites_change_no_value(int8_art: Artifact, tmp_path: Path, step
     np.testing.assert_array_equal(a, b)
 
 
-def test_nonnegative_u8_matches_within_calibrated_range(int8_art: Artifact, tmp_path: Path) -> None:
+def test_nonnegative_u8_matches_within_calibrated_range(digits_int8: Artifact, tmp_path: Path) -> None:
     """U8 zero-point-0 for Relu outputs: same values on real data (in the calibrated range)."""
     from edgekit.data import resolve_source
     from edgekit.targets.onnxruntime import OrtRuntime
     from edgekit.targets.qdq_rewrite import rewrite
 
-    src = int8_art.path / "model.onnx"
+    src = digits_int8.path / "model.onnx"
     counts = rewrite(src, tmp_path / "r.onnx", ("fold_relu_pairs", "nonnegative_to_u8", "s8_to_u8"))
     assert counts["nonnegative_to_u8"] > 0
     x = {"input": resolve_source("digits")("test")[0]["input"][:64]}
