@@ -149,14 +149,29 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def installed_version(name: str) -> str | None:
+    """The installed version of a library, read without importing it: the distribution of that name,
+    else whichever distribution provides the module (onnxruntime-gpu and onnxruntime-openvino
+    provide ``onnxruntime``, tensorrt-cu12 provides ``tensorrt``); None if there is none."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    for dist in importlib.metadata.packages_distributions().get(name.replace("-", "_"), []):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that shape an artifact, read without importing them."""
     out = {"edgekit": __version__}
     for dist in ("torch", "onnx", "onnxruntime", "openvino", "torch-pruning", "onnxslim", "tensorrt"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
+        version = installed_version(dist)
+        if version is not None:
+            out[dist] = version
     return out
 
 

@@ -9,7 +9,6 @@ a miss is exit 4 and nothing is written (DESIGN.md §5).
 
 from __future__ import annotations
 
-import importlib.metadata
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from edgekit.artifact import (
     Manifest,
     cache_key,
     finalize,
+    installed_version,
     library_versions,
     staging,
 )
@@ -47,12 +47,7 @@ class BuildPlan:
 
 
 def _runtime_version(info: TargetInfo) -> str:
-    for dist in (info.name, *info.modules):
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return "missing"
+    return next((v for v in map(installed_version, (info.name, *info.modules)) if v is not None), "missing")
 
 
 def default_precision(art: Artifact) -> str:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import platform
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from edgekit.artifact import installed_version
 from edgekit.targets.catalog import CATALOG
 
 
@@ -19,11 +19,7 @@ class Check:
     install: str = ""
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
+_version = installed_version
 
 
 def _probe(module: str) -> tuple[Any, str]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -84,3 +86,14 @@ def digits_int8(digits_ckpt: Artifact) -> Artifact:
     art = compress(digits_ckpt, "int8", out=digits_ckpt.path.parent / "digits-int8")
     assert art is not None
     return art
+
+
+def copy_artifact(src: Path, dst: Path, builds: bool = False) -> Path:
+    """An artifact's own files (manifest + what it lists), optionally with its build cache; no children."""
+    dst.mkdir(parents=True)
+    manifest = json.loads((src / "manifest.json").read_text())
+    for name in ["manifest.json", *manifest["files"]]:
+        shutil.copyfile(src / name, dst / name)
+    if builds and (src / "builds").is_dir():
+        shutil.copytree(src / "builds", dst / "builds")
+    return dst

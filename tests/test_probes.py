@@ -32,7 +32,7 @@ import pytest
 
 from edgekit.artifact import Artifact
 
-from .conftest import Result, assert_user_error, env, run_cli
+from .conftest import Result, assert_user_error, copy_artifact, env, run_cli
 
 TARGETS = ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") is not None else [])
 # a line Python's warnings module prints ("...py:12: UserWarning: ...", then the source line "  warnings.warn(")
@@ -69,17 +69,6 @@ def dead_pid() -> int:
     proc = subprocess.Popen(["true"])  # noqa: S607
     proc.wait()
     return proc.pid
-
-
-def copy_artifact(src: Path, dst: Path, builds: bool = False) -> Path:
-    """An artifact's own files (manifest + what it lists), optionally with its build cache; no children."""
-    dst.mkdir(parents=True)
-    manifest = json.loads((src / "manifest.json").read_text())
-    for name in ["manifest.json", *manifest["files"]]:
-        shutil.copyfile(src / name, dst / name)
-    if builds and (src / "builds").is_dir():
-        shutil.copytree(src / "builds", dst / "builds")
-    return dst
 
 
 def edit_manifest(art: Path, edit: Callable[[dict], None]) -> None:

@@ -13,7 +13,6 @@ nothing. It is set at load, so a bundle decides on the device, not on the build 
 
 from __future__ import annotations
 
-import importlib.metadata
 import shutil
 from pathlib import Path
 from typing import ClassVar
@@ -95,6 +94,7 @@ class OnnxRuntimeTarget:
             _to_fp16(onnx_path, model)
         else:
             shutil.copyfile(onnx_path, model)
+        import onnxruntime as ort
         from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
         try:
@@ -107,7 +107,7 @@ class OnnxRuntimeTarget:
             device=opts.device,
             precision_requested=opts.precision,
             precision=opts.precision,
-            runtime_version=importlib.metadata.version("onnxruntime"),
+            runtime_version=ort.__version__,  # the module's own: onnxruntime-gpu has no "onnxruntime" distribution
             model_file="model.onnx",
             options={"providers": PROVIDERS[opts.device], "graph_optimization_level": "all", "rewrites": rewritten,
                      "session_config": EXACT_INT8},
