@@ -32,10 +32,10 @@ def _dynamic_axes(io: IOSpec, n_outputs_rank: list[int]) -> dict[str, dict[int, 
 def reference_outputs(model: Any, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
     import torch
 
-    from edgekit.torchutil import flatten_outputs, to_tensors
+    from edgekit.torchutil import call, flatten_outputs, to_tensors
 
     with torch.no_grad():
-        out = model(*to_tensors(inputs, torch.device("cpu")).values())
+        out = call(model, to_tensors(inputs, torch.device("cpu")))
     return [t.float().numpy() for t in flatten_outputs(out)]
 
 
@@ -56,7 +56,7 @@ def export_onnx(
     import onnx
     import torch
 
-    from edgekit.torchutil import to_tensors
+    from edgekit.torchutil import call_args, to_tensors
 
     if opset < 17:
         raise ModelError(f"opset {opset} is too old", hint="edgekit exports opset 17 or newer")
@@ -70,7 +70,11 @@ def export_onnx(
         if len(names) != len(ref):
             raise ModelError(f"the model returns {len(ref)} outputs but the IO spec names {len(io.outputs)}")
         io = io.model_copy(update={"outputs": [OutputSpec(name=n) for n in names]})
-    args = tuple(to_tensors(example, torch.device("cpu")).values())
+    bound = call_args(model, to_tensors({n: example[n] for n in io.input_names}, torch.device("cpu")))
+    # several inputs go in as keywords: the graph's inputs are then in forward's order, each named for
+    # the parameter it feeds (ONNX Runtime, OpenVINO and TensorRT all bind them by name)
+    kwargs = bound if isinstance(bound, dict) else None
+    args = () if kwargs is not None else bound if isinstance(bound, tuple) else (bound,)
     try:
         with warnings.catch_warnings(), redirect_stdout(_io.StringIO()):
             warnings.simplefilter("ignore")
@@ -78,7 +82,8 @@ def export_onnx(
                 model,
                 args,
                 str(path),
-                input_names=io.input_names,
+                kwargs=kwargs,
+                input_names=list(kwargs) if kwargs is not None else io.input_names,
                 output_names=io.output_names,
                 dynamic_axes=_dynamic_axes(io, [r.ndim for r in ref]),
                 opset_version=opset,

@@ -2,14 +2,56 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import inspect
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from edgekit.errors import BadInputError
+from edgekit.errors import BadInputError, ModelError
+
+
+def _forward_parameters(model: Any) -> list[inspect.Parameter]:
+    """forward's parameters; through wrappers (DistributedDataParallel, ...) that only pass *args/**kwargs on."""
+    for module in (model, getattr(model, "module", None)):
+        if module is None:
+            break
+        try:
+            params = list(inspect.signature(module.forward).parameters.values())
+        except (TypeError, ValueError, AttributeError):
+            continue
+        if any(p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
+            return params
+    return []
+
+
+def call_args(model: Any, inputs: Mapping[str, Any]) -> Any:
+    """What to call ``model`` with: its one input; several inputs by name as forward's parameters, in
+    forward's order (a dict); a tuple in IO order only for a ``forward(*inputs)``. An IO spec that lists
+    ``attention_mask`` before ``input_ids`` binds each to its own parameter, never by position."""
+    if len(inputs) == 1:
+        return next(iter(inputs.values()))
+    params = _forward_parameters(model)
+    named = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if not params or (not named and any(p.kind == p.VAR_POSITIONAL for p in params)):
+        return tuple(inputs.values())
+    unknown = [n for n in inputs if n not in named]
+    if unknown and not any(p.kind == p.VAR_KEYWORD for p in params):
+        raise ModelError(f"the model's forward takes ({', '.join(named)}); it has no parameter "
+                         f"{', '.join(repr(n) for n in unknown)} named in the IO spec",
+                         hint="name each input as the forward parameter it feeds (--input NAME:DIMS:DTYPE)")
+    order = sorted(inputs, key=lambda n: named.index(n) if n in named else len(named))
+    return {n: inputs[n] for n in order}
+
+
+def call(model: Any, inputs: Mapping[str, Any]) -> Any:
+    """``model`` applied to named inputs, bound as :func:`call_args` says."""
+    args = call_args(model, inputs)
+    if isinstance(args, dict):
+        return model(**args)
+    return model(*args) if isinstance(args, tuple) else model(args)
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -65,13 +107,13 @@ def flatten_outputs(out: Any) -> list[torch.Tensor]:
 @torch.no_grad()
 def predict(model: nn.Module, inputs: dict[str, np.ndarray], batch_size: int = 256,
             device: torch.device | None = None) -> np.ndarray:
-    """Run ``model`` over all samples (keyword inputs in IO order) and return its main output."""
+    """Run ``model`` over all samples (inputs bound by name) and return its main output."""
     device = device or torch.device("cpu")
     model.eval()
     outs = []
     for chunk in batches(inputs, batch_size):
         tensors = to_tensors(chunk, device)
-        outs.append(first_output(model(*tensors.values())).float().cpu().numpy())
+        outs.append(first_output(call(model, tensors)).float().cpu().numpy())
     return np.concatenate(outs)
 
 
@@ -81,15 +123,28 @@ def count_params(model: nn.Module) -> int:
 
 def count_macs(model: nn.Module, example: dict[str, np.ndarray]) -> int | None:
     """MACs at batch 1, by Torch-Pruning's counter (a maintained one, not ours)."""
-    try:
-        import torch_pruning as tp
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("torch_pruning") is None:
         return None
-    tensors = tuple(torch.from_numpy(np.ascontiguousarray(v[:1])) for v in example.values())
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v[:1])) for k, v in example.items()}
     was_training = model.training
     model.eval()
     try:
-        macs, _ = tp.utils.count_ops_and_params(model, tensors if len(tensors) > 1 else tensors[0])
+        macs, _ = count_ops(model, tensors)
     finally:
         model.train(was_training)
-    return int(macs)
+    return macs
+
+
+def count_ops(model: nn.Module, example: Mapping[str, torch.Tensor]) -> tuple[int, int]:
+    """(MACs, params) of one forward on ``example`` by Torch-Pruning's counter, inputs bound by name;
+    its notes (it prints "No positional inputs found" for keyword calls) never reach our stdout."""
+    import contextlib
+    import io
+
+    import torch_pruning as tp
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        macs, params = tp.utils.count_ops_and_params(model, call_args(model, example))
+    return int(macs), int(params)

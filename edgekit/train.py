@@ -31,7 +31,7 @@ from edgekit.data import Batch, describe, match_inputs, resolve_source, source_p
 from edgekit.errors import BadInputError, DataError
 from edgekit.iospec import InputSpec, IOSpec
 from edgekit.models import create, default_io, factory_kwargs, parse_source
-from edgekit.torchutil import first_output, predict, select_device, to_tensors
+from edgekit.torchutil import call, first_output, predict, select_device, to_tensors
 
 STATE = "state.pt"
 
@@ -106,7 +106,7 @@ LossFn = Callable[[nn.Module, dict[str, torch.Tensor], torch.Tensor | None, torc
 
 def task_loss(task: str, label_smoothing: float = 0.0) -> LossFn:
     def loss(model: nn.Module, x: dict[str, torch.Tensor], y: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor:
-        out = first_output(model(*x.values()))
+        out = first_output(call(model, x))
         if y is None:
             raise DataError("training needs labels", hint="give a labelled --data source")
         if task == "regression":

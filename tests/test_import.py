@@ -11,7 +11,7 @@ import numpy as np
 
 from edgekit.artifact import Artifact
 
-from .conftest import env, run_cli
+from .conftest import assert_user_error, env, run_cli
 
 RELOAD_FACTORY = """
 import sys, numpy as np
@@ -68,6 +68,51 @@ def test_import_two_input_model(tmp_path: Path) -> None:
     art = Artifact.load(tmp_path / json.loads(res.out)["artifact"])
     assert art.io.input_names == ["left", "right"]
     assert len(art.io.outputs) == 2
+
+
+def test_inputs_bind_by_name_not_position(tmp_path: Path) -> None:
+    """An IO spec listing attention_mask before input_ids (with an optional token_type_ids between them
+    in forward): eager torch, the exported graph and the OpenVINO build all compute
+    model(input_ids=..., attention_mask=...)."""
+    import onnxruntime as ort
+    import torch
+    from userzoo import masked_mean
+
+    from edgekit.build import build, load_built
+    from edgekit.targets.torch import TorchRuntime
+    from edgekit.torchutil import predict
+    from edgekit.trust import vouch
+
+    res = run_cli("import", "userzoo:masked_mean", "--input", "attention_mask:batch,8:int64", "--input",
+                  "input_ids:batch,8:int64", "--out", "runs/m", cwd=tmp_path)
+    assert res.code == 0, res.err
+    art = Artifact.load(tmp_path / "runs/m")
+    assert art.io.input_names == ["attention_mask", "input_ids"]
+    rng = np.random.default_rng(0)
+    ids = rng.integers(2, 100, (5, 8)).astype(np.int64)
+    mask = (np.arange(8)[None] < rng.integers(1, 9, (5, 1))).astype(np.int64)
+    feeds = {"attention_mask": mask, "input_ids": ids}  # in the IO spec's order
+    model = masked_mean()
+    with torch.no_grad():
+        want = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).numpy()
+        swapped = model(torch.from_numpy(mask), None, torch.from_numpy(ids)).numpy()
+    assert np.abs(want - swapped).max() > 0.1  # a swap would be visible
+    np.testing.assert_allclose(predict(model, feeds), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(TorchRuntime(model, ["output"]).infer(feeds)["output"], want, rtol=1e-5, atol=1e-6)
+    onnx_out = ort.InferenceSession(str(art.onnx_path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    np.testing.assert_allclose(onnx_out, want, rtol=1e-5, atol=1e-6)
+    vouch("userzoo:masked_mean")  # as `edgekit build runs/m --trust-code` would
+    built = build(art, "openvino", "fp32")
+    assert built is not None
+    ov_out = next(iter(load_built(built).infer(feeds).values()))
+    np.testing.assert_allclose(ov_out, want, rtol=1e-4, atol=1e-5)
+
+
+def test_an_input_forward_does_not_take_is_one_line(tmp_path: Path) -> None:
+    res = run_cli("import", "userzoo:masked_mean", "--input", "ids:batch,8:int64", "--input", "mask:batch,8:int64",
+                  "--out", "runs/m", cwd=tmp_path)
+    assert_user_error(res, "has no parameter 'ids', 'mask'")
+    assert not (tmp_path / "runs/m").exists()
 
 
 def test_onnx_external_data_outside_is_refused(tmp_path: Path, digits_ckpt: Artifact) -> None:

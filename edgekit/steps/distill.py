@@ -116,7 +116,7 @@ def run(state: State, opts: DistillStep, ctx: Context) -> State:
     from edgekit.checkpoint import load_module
     from edgekit.evaluate import split_inputs
     from edgekit.metrics import cosine, top1
-    from edgekit.torchutil import first_output, predict
+    from edgekit.torchutil import call, first_output, predict
     from edgekit.train import fit, init_distributed
 
     if ctx.root.manifest.model is None:
@@ -135,13 +135,13 @@ def run(state: State, opts: DistillStep, ctx: Context) -> State:
     taps = FeatureTaps(student, teacher, [(f.student, f.teacher) for f in opts.features]) if opts.features else None
     if taps is not None:
         with torch.no_grad():
-            probe = [torch.from_numpy(v[:2]) for v in x_tr.values()]
-            student.eval()(*probe)
-            teacher(*probe)
+            probe = {k: torch.from_numpy(v[:2]) for k, v in x_tr.items()}
+            call(student.eval(), probe)
+            call(teacher, probe)
         taps.build_projections()
 
     def loss_fn(model: nn.Module, x: dict[str, torch.Tensor], y: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor:
-        s = first_output(model(*x.values()))
+        s = first_output(call(model, x))
         t = t_train[idx].to(s.device)
         if classify:
             kd = F.kl_div(F.log_softmax(s / temp, -1), F.softmax(t / temp, -1), reduction="batchmean") * temp * temp

@@ -22,6 +22,7 @@ from edgekit.errors import ModelError, require
 from edgekit.iospec import IOSpec
 from edgekit.recipe import PruneStep
 from edgekit.steps import Context, State
+from edgekit.torchutil import call, count_ops, first_output
 
 ATTENTION_ATTRS = (
     # (module attr holding the head count, q/k/v linear names, head-size attr, total-size attr)
@@ -30,16 +31,16 @@ ATTENTION_ATTRS = (
 )
 
 
-def _example(io: IOSpec, inputs: dict[str, np.ndarray] | None = None) -> tuple[torch.Tensor, ...]:
+Example = dict[str, torch.Tensor]  # two samples of each input, by name
+
+
+def _example(io: IOSpec, inputs: dict[str, np.ndarray] | None = None) -> Example:
     arrays = inputs if inputs is not None else io.sample_inputs(2)
-    return tuple(torch.from_numpy(np.ascontiguousarray(v[:2])) for v in arrays.values())
+    return {k: torch.from_numpy(np.ascontiguousarray(v[:2])) for k, v in arrays.items()}
 
 
-def _forward_fn(model: nn.Module, example: Any) -> Any:
-    from edgekit.torchutil import first_output
-
-    args = example if isinstance(example, tuple) else (example,)
-    return first_output(model(*args))
+def _forward_fn(model: nn.Module, example: Example) -> Any:
+    return first_output(call(model, example))
 
 
 def attention_modules(model: nn.Module) -> dict[nn.Module, tuple[str, tuple[nn.Linear, ...], str, str | None]]:
@@ -63,12 +64,11 @@ def fix_attention(model: nn.Module) -> None:
             setattr(module, total_attr, linears[0].out_features)
 
 
-def _head_layer(model: nn.Module, example: tuple[torch.Tensor, ...]) -> list[nn.Module]:
+def _head_layer(model: nn.Module, example: Example) -> list[nn.Module]:
     """The layer(s) producing the model's output (the classifier head is never pruned)."""
-    from edgekit.torchutil import first_output
 
     with torch.no_grad():
-        out_dim = first_output(model(*example)).shape[-1]
+        out_dim = first_output(call(model, example)).shape[-1]
     last = None
     for module in model.modules():
         if isinstance(module, nn.Linear | nn.Conv2d):
@@ -101,7 +101,7 @@ def _importance(kind: str) -> Any:
     }[kind]()
 
 
-def check_runs(model: nn.Module, example: tuple[torch.Tensor, ...]) -> None:
+def check_runs(model: nn.Module, example: Example) -> None:
     """Run the pruned model once; if a layer breaks, name it (Torch-Pruning could not adapt it).
 
     A standard layer that fails on its input is usually the victim: the culprit is the custom layer
@@ -122,7 +122,7 @@ def check_runs(model: nn.Module, example: tuple[torch.Tensor, ...]) -> None:
     hooks += [m.register_forward_hook(leave) for m in model.modules()]
     try:
         with torch.no_grad():
-            model(*example)
+            call(model, example)
     except (RuntimeError, ValueError, IndexError) as exc:
         modules = dict(model.named_modules())
         where = stack[-1] if stack else "?"
@@ -141,11 +141,8 @@ def check_runs(model: nn.Module, example: tuple[torch.Tensor, ...]) -> None:
             h.remove()
 
 
-def _macs_params(model: nn.Module, example: tuple[torch.Tensor, ...]) -> tuple[int, int]:
-    import torch_pruning as tp
-
-    macs, params = tp.utils.count_ops_and_params(model, example if len(example) > 1 else example[0])
-    return int(macs), int(params)
+def _macs_params(model: nn.Module, example: Example) -> tuple[int, int]:
+    return count_ops(model, example)
 
 
 def run(state: State, opts: PruneStep, ctx: Context) -> State:
@@ -192,7 +189,7 @@ def run(state: State, opts: PruneStep, ctx: Context) -> State:
     return State(module=model, spec=spec, io=state.io, onnx=None, notes={"prune": note})
 
 
-def _prune(model: nn.Module, example: tuple[torch.Tensor, ...], io: IOSpec, opts: PruneStep, ctx: Context,
+def _prune(model: nn.Module, example: Example, io: IOSpec, opts: PruneStep, ctx: Context,
            ratio: float, round_to: int, train: tuple[Any, Any]) -> tuple[nn.Module, list[Any], float]:
     """One pruning pass on ``model`` (changed in place): heads first, then channels in stages, with the
     optional fine-tune between stages. Returns the model, Torch-Pruning's history and what is left of
@@ -243,20 +240,19 @@ def _prune(model: nn.Module, example: tuple[torch.Tensor, ...], io: IOSpec, opts
     return model, history + list(pruner.pruning_history()), current
 
 
-def _protected(model: nn.Module, example: tuple[torch.Tensor, ...], io: IOSpec) -> list[nn.Module]:
+def _protected(model: nn.Module, example: Example, io: IOSpec) -> list[nn.Module]:
     """Layers whose output width is the model's output: the classifier head; for an embedding model,
     every layer writing the embedding width (the residual stream), so the embedding keeps its size."""
-    from edgekit.torchutil import first_output
 
     if io.task != "embedding":
         return _head_layer(model, example)
     with torch.no_grad():
-        width = first_output(model(*example)).shape[-1]
+        width = first_output(call(model, example)).shape[-1]
     return [m for m in model.modules()
             if isinstance(m, nn.Linear | nn.Conv2d) and getattr(m, "out_features", getattr(m, "out_channels", None)) == width]
 
 
-def _prune_heads(model: nn.Module, example: tuple[torch.Tensor, ...], importance: Any, num_heads: dict[nn.Module, int],
+def _prune_heads(model: nn.Module, example: Example, importance: Any, num_heads: dict[nn.Module, int],
                  ignored: list[nn.Module], ratio: float) -> list[Any]:
     """Remove whole attention heads in one step (at least one head stays in every block).
 
@@ -284,13 +280,12 @@ def _taylor_grads(model: nn.Module, x: dict[str, np.ndarray], y: np.ndarray | No
     """Gradients of the task loss on a batch, which Taylor importance reads."""
     from torch.nn import functional as F  # noqa: N812
 
-    from edgekit.torchutil import first_output
 
     if y is None:
         raise ModelError("taylor importance needs labelled data", hint="use importance: l2")
     idx = np.random.default_rng(0).choice(len(y), size=min(256, len(y)), replace=False)
     model.zero_grad()
-    out = first_output(model(*[torch.from_numpy(v[idx]) for v in x.values()]))
+    out = first_output(call(model, {k: torch.from_numpy(v[idx]) for k, v in x.items()}))
     F.cross_entropy(out, torch.from_numpy(y[idx])).backward()  # type: ignore[no-untyped-call]
 
 

@@ -27,15 +27,15 @@ class TorchRuntime:
         self.output_names = output_names
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from edgekit.torchutil import flatten_outputs
+        from edgekit.torchutil import call, flatten_outputs
 
         torch = self.torch
         with torch.inference_mode():
-            tensors = []
-            for v in inputs.values():
+            tensors = {}
+            for name, v in inputs.items():
                 t = torch.from_numpy(np.ascontiguousarray(v)).to(self.device)
-                tensors.append(t.to(self.dtype) if t.is_floating_point() else t)
-            outs = flatten_outputs(self.module(*tensors))
+                tensors[name] = t.to(self.dtype) if t.is_floating_point() else t
+            outs = flatten_outputs(call(self.module, tensors))
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
         return {n: o.float().cpu().numpy() for n, o in zip(self.output_names, outs, strict=False)}

@@ -39,6 +39,30 @@ def two_input() -> nn.Module:
     return TwoInput().eval()
 
 
+class MaskedMean(nn.Module):
+    """HF-shaped: an optional parameter sits between input_ids and attention_mask, and swapped ids and
+    mask (both small integers) would run without any error."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(100, 4)
+        self.types = nn.Embedding(2, 4)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.tokens(input_ids)
+        if token_type_ids is not None:
+            h = h + self.types(token_type_ids)
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        m = mask.to(h.dtype).unsqueeze(-1)
+        return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def masked_mean() -> nn.Module:
+    torch.manual_seed(3)
+    return MaskedMean().eval()
+
+
 def not_a_module() -> int:
     return 3
 
