@@ -9,6 +9,8 @@ a miss is exit 4 and nothing is written (DESIGN.md §5).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +32,7 @@ from edgekit.artifact import (
 from edgekit.errors import ArtifactError, BadInputError, ParityError
 from edgekit.metrics import agreement, max_rel_error
 from edgekit.targets.base import BuildOptions, Runtime, Shape
-from edgekit.targets.catalog import TargetInfo, check_precision, load_target, resolve
+from edgekit.targets.catalog import CATALOG, TargetInfo, check_precision, load_target, resolve
 
 # max |error| relative to the output scale, per precision; INT8 also needs top-1 agreement
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 6e-2, "int8": 0.1}
@@ -50,13 +52,53 @@ def _runtime_version(info: TargetInfo) -> str:
     return next((v for v in map(installed_version, (info.name, *info.modules)) if v is not None), "missing")
 
 
+@functools.cache
+def code_fingerprint() -> str:
+    """A digest of the code that turns an ONNX graph into a build (targets, rewrites, this module): an
+    edited checkout or a new release never reuses a build an older one made under the same version."""
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted([here / "build.py", here / "cpu.py", *(here / "targets").glob("*.py")]):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _gpu(info: TargetInfo) -> str | None:
+    """The GPU an engine is built for (name and compute capability), or None where there is none."""
+    if not info.needs_gpu:
+        return None
+    from edgekit.errors import EdgekitError
+
+    try:
+        from edgekit.targets.tensorrt import gpu_identity
+
+        ident = gpu_identity()
+    except (EdgekitError, ImportError, OSError):
+        return None  # the build itself then says why it cannot run here
+    return f"{ident['gpu']} sm {ident['compute_capability']}"
+
+
+def _check_build_options(info: TargetInfo, shapes: dict[str, Shape] | None, hint: str) -> None:
+    """--shape and --hint only where the target reads them: elsewhere they would change the build's
+    cache key and nothing else."""
+    if shapes and "shape" not in info.build_options:
+        users = [i.name for i in CATALOG.values() if "shape" in i.build_options]
+        raise BadInputError(f"{info.name} takes no --shape: it runs any input shape as it comes",
+                            hint=f"drop --shape (optimization profiles are for {', '.join(users)})")
+    if hint != "latency" and "hint" not in info.build_options:
+        users = [i.name for i in CATALOG.values() if "hint" in i.build_options]
+        raise BadInputError(f"{info.name} takes no --hint: it has one way to run",
+                            hint=f"drop --hint (it is for {', '.join(users)})")
+
+
 def default_precision(art: Artifact) -> str:
     return "int8" if art.manifest.quantized else "fp32"
 
 
 def plan(art: Artifact, target: str, precision: str | None = None, device: str | None = None,
-         shapes: dict[str, Shape] | None = None, hint: str = "latency") -> BuildPlan:
-    """Validate the request against the catalog and the artifact; no compute, no imports of runtimes."""
+         shapes: dict[str, Shape] | None = None, hint: str = "latency", max_batch: int | None = None) -> BuildPlan:
+    """Validate the request against the catalog and the artifact; no compute, no imports of runtimes.
+    ``max_batch``: the largest batch the caller will run, for targets whose shapes are fixed at build."""
     if art.kind not in ("checkpoint", "compressed"):
         raise ArtifactError(f"{art.path} is a {art.kind} artifact; build takes a checkpoint or compressed one")
     if art.onnx_path is None:
@@ -81,26 +123,31 @@ def plan(art: Artifact, target: str, precision: str | None = None, device: str |
         )
     if hint not in ("latency", "throughput"):
         raise BadInputError(f"unknown hint '{hint}'", hint="latency or throughput")
+    _check_build_options(info, shapes, hint)
     if shapes:
         names = set(art.io.input_names)
         for name in shapes:
             if name not in names:
                 raise BadInputError(f"--shape names '{name}', which is not a model input ({', '.join(sorted(names))})")
-    opts = BuildOptions(precision=precision, device=dev, shapes=dict(shapes or {}), hint=hint)
+    opts = BuildOptions(precision=precision, device=dev, shapes=dict(shapes or {}), hint=hint,
+                        max_batch=max_batch if "shape" in info.build_options else None)
     from edgekit import __version__
     from edgekit.cpu import detect
 
-    # the CPU kind: an OpenVINO INT8 build carries a VNNI variant only when built where it is right
-    key = cache_key(art.sha256, opts.key(), _runtime_version(info), __version__, detect().kind if dev == "cpu" else None)
+    # the CPU kind: an OpenVINO INT8 build carries a VNNI variant only when built where it is right;
+    # the GPU: an engine is for one GPU model; the build code: a changed rewrite is a new build
+    hardware = detect().kind if dev == "cpu" else _gpu(info)
+    key = cache_key(art.sha256, opts.key(), _runtime_version(info), __version__, code_fingerprint(), hardware)
     out = art.path / "builds" / f"{info.name}-{precision}-{key}"
     cached = (out / "manifest.json").is_file()
     return BuildPlan(info, opts, out, cached)
 
 
 def build(art: Artifact, target: str, precision: str | None = None, device: str | None = None,
-          shapes: dict[str, Shape] | None = None, hint: str = "latency", dry_run: bool = False) -> Artifact | None:
+          shapes: dict[str, Shape] | None = None, hint: str = "latency", dry_run: bool = False,
+          max_batch: int | None = None) -> Artifact | None:
     """The built artifact (from cache when it exists); None for a dry run."""
-    p = plan(art, target, precision, device, shapes, hint)
+    p = plan(art, target, precision, device, shapes, hint, max_batch)
     target_obj: Any = load_target(p.info)
     target_obj.check(p.opts.device)
     if dry_run:

@@ -91,8 +91,9 @@ def _size(art: Artifact, built: Artifact | None) -> int:
     return art.manifest.files[str(art.manifest.onnx)].size if art.manifest.onnx else 0
 
 
-def prepare(p: Plan, threads: int) -> None:
-    """Build (or reuse) and load the runtime of one row; failures become the row's status."""
+def prepare(p: Plan, threads: int, max_batch: int | None = None) -> None:
+    """Build (or reuse) and load the runtime of one row; failures become the row's status.
+    ``max_batch``: the largest batch the bench runs (an engine's profile must cover it)."""
     from edgekit.build import build
 
     info = CATALOG[p.target]
@@ -115,7 +116,7 @@ def prepare(p: Plan, threads: int) -> None:
             p.runtime = TorchRuntime(load_module(p.art), p.art.io.output_names, device="cpu", threads=threads)
             p.row["precision"] = "fp32"
         else:
-            built = build(p.art, p.target, p.precision)
+            built = build(p.art, p.target, p.precision, max_batch=max_batch)
             assert built is not None and built.manifest.target is not None  # noqa: S101 - not a dry run
             p.row["compile_s"] = built.manifest.metrics.get("build_s")
             t0 = time.perf_counter()
@@ -181,7 +182,7 @@ def bench(art: Artifact, targets: list[str] | None = None, batches: list[int] | 
     check_output(out, overwrite, art.chain_paths())
     for p in plans:
         console.info(f"preparing {p.variant} on {p.target} ({p.precision})")
-        prepare(p, threads)
+        prepare(p, threads, max(batches))
         if p.runtime is not None:
             p.row["peak_rss_mb"] = peak_rss_mb()
     x_eval, y_eval, real = eval_inputs(art, data, samples)
@@ -277,7 +278,12 @@ def _accuracy(plans: list[Plan], art: Artifact, x: dict[str, np.ndarray], y: np.
     for p in plans:
         if p.runtime is None:
             continue
-        outs = ref if p is base else run_all(p.runtime, x, name, batch)
+        try:
+            outs = ref if p is base else run_all(p.runtime, x, name, batch)
+        except EdgekitError as exc:  # one row that cannot run these inputs fails alone
+            p.row.update(status="failed", reason=exc.message, hint=exc.hint)
+            p.runtime = None
+            continue
         assert outs is not None  # noqa: S101
         metric, value = task_metric(io, outs, y, ref) if real else (None, None)
         p.row.update(accuracy_metric=metric, accuracy=value)

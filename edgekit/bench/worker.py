@@ -35,7 +35,7 @@ def run(spec: dict[str, Any]) -> None:
     timed: dict[str, Timed] = {}
     for i in rows[k:] + rows[:k]:  # a different row leads in each process
         p = plans[i]
-        prepare(p, int(spec["threads"]))
+        prepare(p, int(spec["threads"]), max(int(b) for b in spec["batches"]))
         if p.runtime is None:
             raise RuntimeError(f"{p.variant} on {p.target}: {p.row.get('reason', 'did not load')}")
         for b in spec["batches"]:

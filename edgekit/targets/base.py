@@ -34,7 +34,8 @@ class BuildOptions:
     precision: str = "fp32"
     device: str = "cpu"
     shapes: dict[str, Shape] = field(default_factory=dict)
-    hint: str = "latency"  # latency | throughput (OpenVINO performance hint)
+    hint: str = "latency"  # latency | throughput (OpenVINO performance hint, TensorRT's opt batch)
+    max_batch: int | None = None  # the largest batch the caller will run (TensorRT's profile covers it)
 
     def key(self) -> dict[str, Any]:
         return asdict(self)

@@ -27,6 +27,9 @@ class TargetInfo:
     implementation: str  # module:class of the Target
     needs_gpu: bool = False
     note: str = ""
+    # build options it reads: "shape" (an optimization profile per input), "hint" (latency/throughput);
+    # the others take any shape as it comes and have one way to run, so they refuse them
+    build_options: tuple[str, ...] = ()
 
     @property
     def install(self) -> str:
@@ -73,6 +76,7 @@ CATALOG: dict[str, TargetInfo] = {
         extra="openvino",
         modules=("openvino",),
         implementation="edgekit.targets.openvino:OpenVinoTarget",
+        build_options=("hint",),
         note="fp32 runs f32 (OpenVINO would run bf16 on CPUs that have it); bf16 is its own precision",
     ),
     "tensorrt": TargetInfo(
@@ -85,6 +89,7 @@ CATALOG: dict[str, TargetInfo] = {
         modules=("tensorrt", "cuda"),
         implementation="edgekit.targets.tensorrt:TensorRtTarget",
         needs_gpu=True,
+        build_options=("shape", "hint"),
     ),
 }
 

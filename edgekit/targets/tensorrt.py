@@ -77,9 +77,44 @@ def _logger() -> trt.ILogger:
     return trt.Logger(trt.Logger.WARNING)
 
 
-def _profile_shapes(name: str, dims: tuple[int, ...], given: dict[str, Shape], hint: str) -> Shape:
+# the lowest compute capability whose tensor cores run each precision (TensorRT's support matrix)
+MIN_COMPUTE_CAPABILITY = {"fp32": (5, 0), "fp16": (5, 3), "int8": (6, 1), "bf16": (8, 0)}
+
+
+def require_compute_capability(precision: str, capability: str, gpu: str = "this GPU") -> None:
+    """Refuse a precision the GPU has no kernels for (bf16 before Ampere, INT8 before Pascal)."""
+    major, minor = (int(p) for p in capability.split(".")[:2])
+    need = MIN_COMPUTE_CAPABILITY.get(precision, (0, 0))
+    if (major, minor) < need:
+        raise TargetUnavailableError(f"{gpu} (sm {capability}) has no {precision} kernels; TensorRT {precision} needs sm "
+                                     f"{need[0]}.{need[1]} or newer", hint="use --precision fp16 or fp32")
+
+
+def builder_config(builder: trt.Builder, opts: BuildOptions) -> trt.IBuilderConfig:
+    """The builder config for ``opts``: the precision's flag, and TF32 cleared (TensorRT sets it by
+    default on Ampere and newer, which makes an "fp32" engine miss FP32 parity), so FP32 and the
+    float regions of FP16/INT8 engines compute in FP32."""
+    import tensorrt as trt
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+    config.clear_flag(trt.BuilderFlag.TF32)
+    if opts.precision == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+    elif opts.precision == "bf16":
+        config.set_flag(trt.BuilderFlag.BF16)
+    elif opts.precision == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)  # explicit: scales come from the QDQ graph
+    return config
+
+
+def _profile_shapes(name: str, dims: tuple[int, ...], given: dict[str, Shape], hint: str,
+                    max_batch: int | None = None) -> Shape:
+    """min / opt / max for one input: what --shape gave, else batch 1..max(32, the largest batch the
+    caller runs) with opt 1 (latency) or 8 (throughput), and DEFAULT_SEQ for other dynamic dims."""
     if name in given:
         return given[name]
+    top = max(DEFAULT_MAX_BATCH, max_batch or 0)
     mn, opt, mx = [], [], []
     for i, d in enumerate(dims):
         if d >= 0:
@@ -88,8 +123,8 @@ def _profile_shapes(name: str, dims: tuple[int, ...], given: dict[str, Shape], h
             mx.append(d)
         elif i == 0:
             mn.append(1)
-            opt.append(1 if hint == "latency" else 8)
-            mx.append(DEFAULT_MAX_BATCH)
+            opt.append(1 if hint == "latency" else min(8, top))
+            mx.append(top)
         else:
             mn.append(DEFAULT_SEQ[0])
             opt.append(DEFAULT_SEQ[1])
@@ -230,6 +265,8 @@ class TensorRtTarget:
     def build(self, onnx_path: Path, quantized: bool, opts: BuildOptions, out: Path) -> Built:
         import tensorrt as trt
 
+        ident = gpu_identity()
+        require_compute_capability(opts.precision, ident["compute_capability"], ident["gpu"])
         logger = _logger()
         builder = trt.Builder(logger)
         network = builder.create_network(0)  # TensorRT 10: explicit batch always
@@ -243,21 +280,14 @@ class TensorRtTarget:
         if not parser.parse_from_file(str(onnx_path)):
             raise ModelError(f"TensorRT cannot parse the ONNX graph: {parser_errors(parser)}",
                              hint="the op named may need a newer TensorRT or a plugin")
-        config = builder.create_builder_config()
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
-        if opts.precision == "fp16":
-            config.set_flag(trt.BuilderFlag.FP16)
-        elif opts.precision == "bf16":
-            config.set_flag(trt.BuilderFlag.BF16)
-        elif opts.precision == "int8":
-            config.set_flag(trt.BuilderFlag.INT8)  # explicit: scales come from the QDQ graph
+        config = builder_config(builder, opts)
         profile = builder.create_optimization_profile()
         profiles: dict[str, dict[str, list[int]]] = {}
         for i in range(network.num_inputs):
             tensor = network.get_input(i)
             dims = tuple(int(d) for d in tensor.shape)
             if any(d < 0 for d in dims) or tensor.name in opts.shapes:
-                shape = _profile_shapes(tensor.name, dims, opts.shapes, opts.hint)
+                shape = _profile_shapes(tensor.name, dims, opts.shapes, opts.hint, opts.max_batch)
                 profile.set_shape(tensor.name, shape.min, shape.opt, shape.max)
                 profiles[tensor.name] = {"min": list(shape.min), "opt": list(shape.opt), "max": list(shape.max)}
         if profiles and config.add_optimization_profile(profile) < 0:
@@ -285,8 +315,8 @@ class TensorRtTarget:
             precision=opts.precision,
             runtime_version=trt.__version__,
             model_file="model.engine",
-            options={"profiles": profiles, "workspace_bytes": WORKSPACE_BYTES},
-            hardware={**gpu_identity(), "tensorrt": trt.__version__},
+            options={"profiles": profiles, "workspace_bytes": WORKSPACE_BYTES, "tf32": False},
+            hardware={**ident, "tensorrt": trt.__version__},
         )
         return Built(record, files)
 
