@@ -35,11 +35,27 @@ EXACT_INT8 = {"session.x64quantprecision": "1"}
 GPU_HINT = "pip install onnxruntime-gpu (in place of onnxruntime) on a machine with an NVIDIA GPU and CUDA"
 
 
+def _with_options(provider: str, model: Path, precision: str) -> str | tuple[str, dict[str, str]]:
+    """A provider with the options edgekit runs it with. TensorRT's EP: its engines cached per model
+    (a first run builds for minutes), FP16 kernels for fp16, INT8 kernels (explicit QDQ scales) for int8."""
+    if provider != "TensorrtExecutionProvider":
+        return provider
+    import hashlib
+    import os
+
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgekit" / "ort-tensorrt" / digest
+    cache.mkdir(parents=True, exist_ok=True)
+    return provider, {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache),
+                      "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(cache),
+                      "trt_fp16_enable": str(precision == "fp16"), "trt_int8_enable": str(precision == "int8")}
+
+
 class OrtRuntime:
     """One InferenceSession; ``infer`` maps input names to arrays and returns outputs by name."""
 
     def __init__(self, model: Path, providers: list[str], threads: int | None = None,
-                 optimization: str = "all", shared: bool = False) -> None:
+                 optimization: str = "all", shared: bool = False, precision: str = "fp32") -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -55,7 +71,14 @@ class OrtRuntime:
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
             "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         }[optimization]
-        self.session = ort.InferenceSession(str(model), opts, providers=providers)
+        self.session = ort.InferenceSession(str(model), opts, providers=[_with_options(p, model, precision) for p in providers])
+        running = self.session.get_providers()
+        if not running or running[0] != providers[0]:
+            # ONNX Runtime falls back to the next provider (in the end the CPU) when one does not load
+            raise TargetUnavailableError(
+                f"onnxruntime could not start {providers[0]} here and fell back to {running[0] if running else 'nothing'}",
+                hint=GPU_HINT if providers[0] != "CPUExecutionProvider" else "reinstall onnxruntime")
+        self.providers = running
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.input_types = {i.name: i.type for i in self.session.get_inputs()}
 
@@ -98,7 +121,7 @@ class OnnxRuntimeTarget:
         from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
         try:
-            OrtRuntime(model, PROVIDERS[opts.device], threads=1)
+            OrtRuntime(model, PROVIDERS[opts.device], threads=1, precision=opts.precision)
         except (ort_errors.Fail, ort_errors.NotImplemented, ort_errors.InvalidGraph, ort_errors.InvalidArgument,
                 ort_errors.RuntimeException) as exc:
             raise compile_failure("onnxruntime", exc, model) from None
@@ -117,7 +140,7 @@ class OnnxRuntimeTarget:
     def load(self, directory: Path, record: TargetRecord, threads: int | None = None,
              shared: bool = False) -> OrtRuntime:
         return OrtRuntime(directory / record.model_file, list(record.options.get("providers", PROVIDERS["cpu"])), threads,
-                          shared=shared)
+                          shared=shared, precision=record.precision)
 
 
 def _to_fp16(src: Path, dst: Path) -> None:
