@@ -34,20 +34,29 @@ def test_bench_int8_on_ov_ort_and_trt(digits_int8: Artifact, tmp_path: Path) -> 
     assert trt and all(r.status == "unavailable" and r.hint and "pip install" in r.hint for r in trt)
     for r in rows:
         if r.status == "ok":
-            assert r.latency_ms is not None and r.runs and r.runs >= 2 * 10 and r.throughput_per_s  # pooled: 2 processes
+            assert r.latency_ms is not None and r.runs and r.runs >= 2 * 10 and r.sequential_throughput_per_s  # pooled: 2 processes
             assert 0.0 <= r.accuracy <= 1.0 and r.agreement is not None and r.speedup is not None
             assert r.size_bytes and r.params and r.macs
             assert r.precision == r.precision_requested  # an OpenVINO fp32 row runs f32, not bf16
         assert r.threads >= 1
     assert report.config.processes == 2
     assert rows[0].speedup == pytest.approx(1.0)
-    for batch in (1, 32):  # speedup: the baseline's fastest call over the row's fastest, at the same batch
-        base = next(r for r in rows if r.is_baseline and r.batch == batch)
+    for batch in (1, 32):  # an interval around every speedup but the baseline's own; memory per row and batch
         for r in rows:
             if r.batch == batch and r.latency_ms is not None:
-                assert r.latency_ms.min is not None and base.latency_ms is not None and base.latency_ms.min is not None
-                assert r.latency_ms.min <= r.latency_ms.p50 <= r.latency_ms.p90
-                assert r.speedup == pytest.approx(base.latency_ms.min / r.latency_ms.min, rel=1e-6)
+                assert r.latency_ms.min is not None and r.latency_ms.min <= r.latency_ms.p50 <= r.latency_ms.p90
+                assert r.memory_mb is not None and r.load_memory_mb is not None and r.memory_mb >= r.load_memory_mb >= 0
+                if r.is_baseline:
+                    assert r.speedup_interval is None
+                else:
+                    assert r.speedup is not None and r.speedup_interval is not None
+                    low, high = r.speedup_interval
+                    assert low <= r.speedup <= high
+    for r in rows:
+        if r.batch == 32 and r.status == "ok":
+            one = next(o for o in rows if o.batch == 1 and (o.variant, o.target) == (r.variant, r.target))
+            assert r.memory_mb >= one.memory_mb  # a larger batch never needs less: no process-wide figure
+    assert "95% interval" in (out / "bench.md").read_text() and "seq. items/s" in (out / "bench.md").read_text()
     int8_rows = [r for r in rows if r.variant == "int8" and r.status == "ok"]
     assert all(r.size_bytes < rows[0].size_bytes for r in int8_rows)
     assert "unavailable" in res.err and "edgekit bench" in res.err  # the table went to stderr
@@ -92,8 +101,35 @@ def test_speedup_is_the_ratio_of_fastest_calls() -> None:
     turn a 2x speedup into more."""
     from edgekit.bench.harness import speedup
 
-    assert speedup([30, 10, 30, 12], [5, 6, 9]) == 2.0
+    assert speedup([30, 10, 30], [5, 6, 9]) == 2.0
     assert speedup([30, 10], []) is None
+
+
+def test_speedup_compares_equal_numbers_of_calls() -> None:
+    """Both rows draw from the same latency distribution, but one makes 50 calls a round and the
+    other 3: the minimum of all calls calls the busier one faster by chance; edgekit's speedup does
+    not, and its interval holds the true 1.0."""
+    import numpy as np
+
+    from edgekit.bench.harness import speedup, speedup_interval
+
+    old, new, covered = [], [], 0
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        base = (1e6 * rng.lognormal(0, 0.05, (60, 3))).astype(int)
+        other = (1e6 * rng.lognormal(0, 0.05, (60, 50))).astype(int)
+        rounds_a, rounds_b = np.repeat(np.arange(60), 3).tolist(), np.repeat(np.arange(60), 50).tolist()
+        a, b = base.ravel().tolist(), other.ravel().tolist()
+        old.append(min(a) / min(b))
+        s = speedup(a, b, rounds_a, rounds_b)
+        interval = speedup_interval(a, b, rounds_a, rounds_b)
+        assert s is not None and interval is not None and interval[0] <= s <= interval[1]
+        new.append(s)
+        covered += interval[0] <= 1.0 <= interval[1]
+    assert float(np.mean(old)) > 1.02  # the bias this fixes
+    assert abs(float(np.mean(new)) - 1.0) < 0.01
+    assert covered >= 16
+    assert speedup_interval([1, 2, 3], [1, 2, 3], [0, 1, 2], [0, 1, 2]) is None  # too few rounds for an interval
 
 
 def test_bench_runtimes_do_not_spin_between_calls(digits_ckpt: Artifact) -> None:

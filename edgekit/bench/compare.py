@@ -22,9 +22,9 @@ from edgekit.artifact import Artifact, check_output
 from edgekit.bench.harness import (
     Timed,
     TimingConfig,
-    peak_rss_mb,
-    peak_rss_reset,
+    memory_added_mb,
     speedup,
+    speedup_interval,
     stats_ms,
     time_variants,
 )
@@ -106,21 +106,28 @@ def prepare(p: Plan, threads: int, max_batch: int | None = None) -> None:
         p.row.update(status="unavailable", reason=exc.message, hint=exc.hint)
         return
     built = None
-    peak_rss_reset()
     t0 = time.perf_counter()
     try:
         if p.target == "torch":
             from edgekit.checkpoint import load_module
             from edgekit.targets.torch import TorchRuntime
 
-            p.runtime = TorchRuntime(load_module(p.art), p.art.io.output_names, device="cpu", threads=threads)
+            def load_torch() -> None:
+                p.runtime = TorchRuntime(load_module(p.art), p.art.io.output_names, device="cpu", threads=threads)
+
+            p.row["load_memory_mb"] = memory_added_mb(load_torch)
             p.row["precision"] = "fp32"
         else:
             built = build(p.art, p.target, p.precision, max_batch=max_batch)
             assert built is not None and built.manifest.target is not None  # noqa: S101 - not a dry run
             p.row["compile_s"] = built.manifest.metrics.get("build_s")
             t0 = time.perf_counter()
-            p.runtime = target.load(built.path, built.manifest.target, threads=threads, shared=True)
+            record = built.manifest.target
+
+            def load_built() -> None:
+                p.runtime = target.load(built.path, record, threads=threads, shared=True)
+
+            p.row["load_memory_mb"] = memory_added_mb(load_built)
             p.row["precision"] = built.manifest.target.precision
     except ParityError as exc:
         p.row.update(status="failed", reason=exc.message, hint=exc.hint, parity_failed=True)
@@ -183,14 +190,13 @@ def bench(art: Artifact, targets: list[str] | None = None, batches: list[int] | 
     for p in plans:
         console.info(f"preparing {p.variant} on {p.target} ({p.precision})")
         prepare(p, threads, max(batches))
-        if p.runtime is not None:
-            p.row["peak_rss_mb"] = peak_rss_mb()
     x_eval, y_eval, real = eval_inputs(art, data, samples)
+    feeds = {b: {k: np.ascontiguousarray(np.resize(v, (b, *v.shape[1:]))) for k, v in x_eval.items()} for b in batches}
+    run_memory = _run_memory(plans, [i for i, p in enumerate(plans) if p.runtime is not None], feeds)
     _accuracy(plans, art, x_eval, y_eval, real, max(batches))
     rows: list[Row] = []
     cfg = TimingConfig(warmup=warmup, min_runs=min_runs, min_time=min_time)
     live = [i for i, p in enumerate(plans) if p.runtime is not None]
-    feeds = {b: {k: np.ascontiguousarray(np.resize(v, (b, *v.shape[1:]))) for k, v in x_eval.items()} for b in batches}
     if processes > 0:
         for p in plans:  # the timing processes load their own; free the memory and the threads
             p.runtime = None
@@ -201,9 +207,13 @@ def bench(art: Artifact, targets: list[str] | None = None, batches: list[int] | 
         base = next((timings[f"{i}/{batch}"] for i in live if plans[i].is_baseline), None)
         for i, p in enumerate(plans):
             mine = timings.get(f"{i}/{batch}")
-            rows.append(_row(p, batch, threads, mine))
+            rows.append(_row(p, batch, threads, mine.ns if mine else None))
+            run_mb, load_mb = run_memory.get((i, batch)), p.row.get("load_memory_mb")
+            rows[-1].memory_mb = None if run_mb is None or load_mb is None else load_mb + run_mb
             if base is not None and mine is not None and rows[-1].latency_ms is not None:
-                rows[-1].speedup = speedup(base, mine)
+                rows[-1].speedup = speedup(base.ns, mine.ns, base.rounds, mine.rounds)
+                interval = speedup_interval(base.ns, mine.ns, base.rounds, mine.rounds)
+                rows[-1].speedup_interval = list(interval) if interval and not p.is_baseline else None
     base_acc = next((r.accuracy for r in rows if r.is_baseline), None)
     for r in rows:
         if r.accuracy is not None and base_acc is not None:
@@ -223,8 +233,43 @@ def bench(art: Artifact, targets: list[str] | None = None, batches: list[int] | 
     return report, 4 if failed_parity else 0
 
 
+ROUNDS_PER_PROCESS = 10**9
+
+
+@dataclass
+class Samples:
+    """One row's timed calls (ns) and the round each was timed in."""
+
+    ns: list[int]
+    rounds: list[int]
+
+
+def _run_memory(plans: list[Plan], live: list[int], feeds: dict[int, dict[str, np.ndarray]]) -> dict[tuple[int, int], float | None]:
+    """Per row and batch: the memory a call adds at its peak on top of the loaded runtime (activation
+    buffers, workspaces), one row at a time, each row's first calls, batches in ascending order (a
+    runtime keeps the buffers of a smaller batch, so each batch adds what it needs beyond them),
+    before the accuracy pass runs anything at the largest batch."""
+    out: dict[tuple[int, int], float | None] = {}
+    for i in live:
+        runtime = plans[i].runtime
+        assert runtime is not None  # noqa: S101 - live rows have one
+        grown = 0.0
+        for b in sorted(feeds):
+            try:
+                added = memory_added_mb(partial(runtime.infer, feeds[b]))
+            except EdgekitError:
+                break
+            if added is None:
+                out[(i, b)] = None
+                continue
+            grown += added
+            out[(i, b)] = grown
+        # a row that fails on these inputs is marked by the accuracy pass
+    return out
+
+
 def time_here(plans: list[Plan], live: list[int], feeds: dict[int, dict[str, np.ndarray]],
-              cfg: TimingConfig) -> dict[str, list[int]]:
+              cfg: TimingConfig) -> dict[str, Samples]:
     """Time every live row at every batch size in this process, all in the same rounds (a slow spell
     of the host falls on all of them). Keys ``"<plan index>/<batch>"``."""
     timed = {f"{i}/{b}": Timed(f"{plans[i].variant}/{plans[i].target}/b{b}", plans[i].runtime, feeds[b])  # type: ignore[arg-type]
@@ -232,13 +277,13 @@ def time_here(plans: list[Plan], live: list[int], feeds: dict[int, dict[str, np.
     with console.progress() as bar:
         task = bar.add_task(f"timing {len(timed)} rows", total=None, status="")
         time_variants(list(timed.values()), cfg, on_round=partial(bar.advance, task))
-    return {k: t.samples_ns for k, t in timed.items()}
+    return {k: Samples(t.samples_ns, t.rounds) for k, t in timed.items()}
 
 
 def time_in_processes(art: Artifact, targets: list[str], threads: int, live: list[int],
-                      feeds: dict[int, dict[str, np.ndarray]], cfg: TimingConfig, processes: int) -> dict[str, list[int]]:
+                      feeds: dict[int, dict[str, np.ndarray]], cfg: TimingConfig, processes: int) -> dict[str, Samples]:
     """Time the rows in ``processes`` fresh processes, one after the other (edgekit.bench.worker says
-    why), and pool their samples."""
+    why), and pool their samples (rounds numbered apart per process: rows pair only within one)."""
     import dataclasses
     import json
     import os
@@ -246,7 +291,7 @@ def time_in_processes(art: Artifact, targets: list[str], threads: int, live: lis
     import sys
     import tempfile
 
-    pooled: dict[str, list[int]] = {}
+    pooled: dict[str, Samples] = {}
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp, console.progress() as bar:
         names = list(next(iter(feeds.values())))
         np.savez(Path(tmp) / "feeds.npz", **{f"b{b}/{n}": a for b, f in feeds.items() for n, a in f.items()})  # type: ignore[arg-type]  # numpy types **kwds as bool
@@ -264,8 +309,10 @@ def time_in_processes(art: Artifact, targets: list[str], threads: int, live: lis
                 raise EdgekitError(f"timing process {k + 1} of {processes} failed: {last}",
                                    hint="run with --processes 0 to time in this process and see the full error")
             with np.load(Path(tmp) / f"samples{k}.npz", allow_pickle=False) as f:
-                for key in f.files:
-                    pooled.setdefault(key, []).extend(int(x) for x in f[key])
+                for key in (name for name in f.files if not name.endswith("#rounds")):
+                    into = pooled.setdefault(key, Samples([], []))
+                    into.ns.extend(int(x) for x in f[key])
+                    into.rounds.extend(k * ROUNDS_PER_PROCESS + int(r) for r in f[f"{key}#rounds"])
             bar.advance(task)
     return pooled
 
@@ -303,7 +350,7 @@ def _row(p: Plan, batch: int, threads: int, samples_ns: list[int] | None) -> Row
         stats = stats_ms(samples_ns)
         row.latency_ms = Latency(**stats)
         row.runs = len(samples_ns)
-        row.throughput_per_s = batch * 1000.0 / stats["mean"]
+        row.sequential_throughput_per_s = batch * 1000.0 / stats["mean"]
     return row
 
 

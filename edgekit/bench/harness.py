@@ -7,7 +7,8 @@ on all of them. The runtimes are loaded with ``shared=True``: ONNX Runtime's wor
 after a run and, on 2 cores, took whole time slices from the next variant (torch's p90 went from
 1 ms to 5 ms). ``perf_counter_ns`` only; GPU runtimes synchronise inside ``infer``.
 
-Speedups are ratios of minimum latencies (see ``speedup``).
+Speedups compare the fast end of equal numbers of calls taken round by round, with a bootstrap
+interval over rounds (see ``speedup`` and ``speedup_interval``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Timed:
     runtime: Runtime
     inputs: dict[str, np.ndarray]
     samples_ns: list[int] = field(default_factory=list)
+    rounds: list[int] = field(default_factory=list)  # the round each sample was timed in (same length)
 
     @property
     def total_s(self) -> float:
@@ -53,6 +55,7 @@ def time_variants(variants: list[Timed], cfg: TimingConfig, on_round: Callable[[
         per_call = (time.perf_counter_ns() - t0) / max(cfg.warmup, 1) / 1e9
         blocks[v.name] = int(min(2000, max(3, cfg.block_time / max(per_call, 1e-6))))
     started = time.perf_counter()
+    round_no = 0
     while True:
         pending = [v for v in variants if len(v.samples_ns) < cfg.min_runs or v.total_s < cfg.min_time]
         if not pending or time.perf_counter() - started > cfg.max_time * max(1, len(variants)):
@@ -64,22 +67,67 @@ def time_variants(variants: list[Timed], cfg: TimingConfig, on_round: Callable[[
                 t0 = time.perf_counter_ns()
                 v.runtime.infer(v.inputs)
                 v.samples_ns.append(time.perf_counter_ns() - t0)
+                v.rounds.append(round_no)
+        round_no += 1
         if on_round is not None:
             on_round()
 
 
-def speedup(base_ns: list[int], other_ns: list[int]) -> float | None:
-    """How many times faster the ``other`` samples are than the ``base`` ones: the ratio of their
-    fastest calls.
+FAST_PERCENTILE = 10  # of per-round minima: the fast end, less at the mercy of one lucky call than the minimum
 
-    On a shared host, other load only ever adds time to a call, so the minimum is the statistic it
-    moves least (BenchmarkTools.jl compares minimums for the same reason). Measured on a 2-core VM
-    (benchmarks/repeatability.py): p50 ratios or medians of per-block ratios of two back-to-back
-    ``edgekit bench`` runs differed by 10-40 %, ratios of minimums by 5-13 % in one process each and
-    by at most ~7 % pooled over three processes each."""
+
+def _round_minima(base_ns: list[int], base_rounds: list[int] | None, other_ns: list[int],
+                  other_rounds: list[int] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per round both rows ran in: the fastest of the same number of calls from each (the smaller
+    block's count, taken evenly across the larger block). A row that makes 50 calls a round while the
+    baseline makes 3 gets no more chances at a lucky minimum than the baseline does."""
+    if base_rounds is None or other_rounds is None:  # no round labels: one round each
+        base_rounds, other_rounds = [0] * len(base_ns), [0] * len(other_ns)
+    a, ra = np.asarray(base_ns, np.int64), np.asarray(base_rounds, np.int64)
+    b, rb = np.asarray(other_ns, np.int64), np.asarray(other_rounds, np.int64)
+    mins_a, mins_b = [], []
+    for r in np.intersect1d(ra, rb):
+        xa, xb = a[ra == r], b[rb == r]
+        n = min(len(xa), len(xb))
+        mins_a.append(xa[np.linspace(0, len(xa) - 1, n).round().astype(int)].min())
+        mins_b.append(xb[np.linspace(0, len(xb) - 1, n).round().astype(int)].min())
+    return np.asarray(mins_a, np.float64), np.asarray(mins_b, np.float64)
+
+
+def speedup(base_ns: list[int], other_ns: list[int], base_rounds: list[int] | None = None,
+            other_rounds: list[int] | None = None) -> float | None:
+    """How many times faster the ``other`` samples are than the ``base`` ones: in each round both ran
+    in, the fastest of the same number of calls from each; across rounds, the ratio of the 10th
+    percentiles of those minima.
+
+    On a shared host, other load only ever adds time to a call, so the fast end is what it moves
+    least (BenchmarkTools.jl compares minimums for the same reason): p50 ratios of two back-to-back
+    ``edgekit bench`` runs differed by 10-40 % on a 2-core VM, ratios of minimums by 5-13 %. But the
+    minimum of more calls is lower by chance alone (ONNX Runtime makes 50 calls in the time torch
+    makes 3), so both sides get the same count; and a low percentile of per-round minima, unlike the
+    one fastest call, is a statistic a bootstrap over rounds gives honest intervals for (95 % of
+    simulated intervals held the true ratio)."""
     if not base_ns or not other_ns:
         return None
-    return min(base_ns) / min(other_ns)
+    mins_a, mins_b = _round_minima(base_ns, base_rounds, other_ns, other_rounds)
+    if not len(mins_a):
+        return None
+    return float(np.percentile(mins_a, FAST_PERCENTILE) / np.percentile(mins_b, FAST_PERCENTILE))
+
+
+def speedup_interval(base_ns: list[int], other_ns: list[int], base_rounds: list[int] | None,
+                     other_rounds: list[int] | None, resamples: int = 2000, level: float = 0.95,
+                     seed: int = 0) -> tuple[float, float] | None:
+    """A bootstrap interval of ``speedup``: rounds (each a slice of time both rows shared) are drawn
+    with replacement; None with fewer than 5 shared rounds."""
+    mins_a, mins_b = _round_minima(base_ns, base_rounds, other_ns, other_rounds)
+    if len(mins_a) < 5:
+        return None
+    picks = np.random.default_rng(seed).integers(0, len(mins_a), size=(resamples, len(mins_a)))
+    ratios = np.percentile(mins_a[picks], FAST_PERCENTILE, axis=1) / np.percentile(mins_b[picks], FAST_PERCENTILE, axis=1)
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(ratios, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def stats_ms(samples_ns: list[int]) -> dict[str, float]:
@@ -103,15 +151,39 @@ def peak_rss_reset() -> bool:
         return False
 
 
-def peak_rss_mb() -> float | None:
-    """Peak resident memory of this process since the last reset, in MB."""
+def _status_mb(field_name: str) -> float | None:
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field_name + ":"):
                     return int(line.split()[1]) / 1024.0
     except OSError:
         pass
+    return None
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process since the last reset, in MB."""
+    peak = _status_mb("VmHWM")
+    if peak is not None:
+        return peak
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def rss_mb() -> float | None:
+    """Resident memory of this process now, in MB (None where /proc is not there)."""
+    return _status_mb("VmRSS")
+
+
+def memory_added_mb(work: Callable[[], object]) -> float | None:
+    """The most resident memory ``work`` adds to this process at its peak, in MB: what a row costs on
+    top of whatever else is loaded (None where the peak counter cannot be reset)."""
+    before = rss_mb()
+    if before is None or not peak_rss_reset():
+        work()
+        return None
+    work()
+    peak = peak_rss_mb()
+    return None if peak is None else max(0.0, peak - before)

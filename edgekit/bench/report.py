@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from edgekit.artifact import library_versions
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: speedup over equal call counts with an interval, per-row memory, sequential items/s
 Status = Literal["ok", "failed", "unavailable"]
 
 
@@ -40,10 +40,13 @@ class Row(BaseModel):
     hint: str | None = None
     latency_ms: Latency | None = None
     runs: int | None = None
-    throughput_per_s: float | None = None
+    # batch / mean latency of back-to-back synchronous calls: one request at a time, not a runtime's
+    # throughput mode (several streams or async requests), which would serve more
+    sequential_throughput_per_s: float | None = None
     load_s: float | None = None
     compile_s: float | None = None
-    peak_rss_mb: float | None = None
+    load_memory_mb: float | None = None  # resident memory loading this row's runtime added (MB)
+    memory_mb: float | None = None  # load_memory_mb + what one call at this batch adds at its peak
     accuracy_metric: str | None = None  # top1 | cosine | neg_mse
     accuracy: float | None = None  # fraction in 0..1
     accuracy_delta: float | None = None  # vs the baseline row
@@ -52,7 +55,8 @@ class Row(BaseModel):
     size_bytes: int | None = None
     params: int | None = None
     macs: int | None = None
-    speedup: float | None = None  # baseline min / this min, same batch (edgekit.bench.harness.speedup)
+    speedup: float | None = None  # fast end of equal call counts, baseline / this, same batch (harness.speedup)
+    speedup_interval: list[float] | None = None  # 95 % bootstrap interval over timing rounds (low, high)
     cpu_kind: str | None = None  # the INT8 kind of the CPU the row ran on (edgekit.cpu)
 
 
@@ -132,8 +136,8 @@ def _size(v: int | None) -> str:
     return f"{v / 1e6:.2f} MB" if v >= 1e5 else f"{v / 1e3:.1f} kB"
 
 
-COLUMNS = ["variant", "target", "precision", "batch", "status", "min ms", "p50 ms", "p90 ms", "speedup", "thr/s",
-           "accuracy %", "Δ acc pts", "agree %", "size", "params", "MACs"]
+COLUMNS = ["variant", "target", "precision", "batch", "status", "min ms", "p50 ms", "p90 ms", "speedup", "95% interval", "seq. items/s",
+           "accuracy %", "Δ acc pts", "agree %", "size", "memory", "params", "MACs"]
 
 
 def row_cells(r: Row) -> list[str]:
@@ -148,11 +152,13 @@ def row_cells(r: Row) -> list[str]:
         _fmt_ms(r),
         f"{r.latency_ms.p90:.3f}" if r.latency_ms else "-",
         f"{r.speedup:.2f}x" if r.speedup else "-",
-        f"{r.throughput_per_s:,.0f}" if r.throughput_per_s else "-",
+        f"{r.speedup_interval[0]:.2f}-{r.speedup_interval[1]:.2f}x" if r.speedup_interval else "-",
+        f"{r.sequential_throughput_per_s:,.0f}" if r.sequential_throughput_per_s else "-",
         _pct(r.accuracy),
         _pct(r.accuracy_delta, signed=True),
         _pct(r.agreement) + ("*" if r.agreement_inputs == "synthetic" and r.agreement is not None else ""),
         _size(r.size_bytes),
+        f"{r.memory_mb:.1f} MB" if r.memory_mb is not None else "-",
         f"{r.params:,}" if r.params else "-",
         f"{r.macs / 1e6:,.1f}M" if r.macs else "-",
     ]
@@ -209,7 +215,11 @@ def markdown(report: BenchReport) -> str:
     lines.append("")
     lines.append("Speedup and Δ accuracy are against the baseline row (the full model on torch eager FP32, or ONNX "
                  "Runtime FP32 for an ONNX-only model). Latencies come from timed runs alternating with the other rows; "
-                 "speedup is the ratio of minimum latencies, the statistic other load on the machine moves least.")
+                 "speedup compares the fast end (10th percentile of per-round minima over equal numbers of calls "
+                 "from the rounds both rows ran in: other load on the machine moves it least), with a 95% "
+                 "bootstrap interval over those rounds. Items/s are sequential: batch / mean latency of one synchronous request at a time. "
+                 "Memory is what the row's runtime added to the process when loaded plus what its calls added at "
+                 "this batch, measured one row at a time.")
     return "\n".join(lines) + "\n"
 
 

@@ -41,7 +41,9 @@ def run(spec: dict[str, Any]) -> None:
         for b in spec["batches"]:
             timed[f"{i}/{b}"] = Timed(f"{p.variant}/{p.target}/b{b}", p.runtime, feeds[int(b)])
     time_variants(list(timed.values()), TimingConfig(**spec["timing"]))
-    np.savez(spec["out"], **{key: np.asarray(t.samples_ns, dtype=np.int64) for key, t in timed.items()})  # type: ignore[arg-type]
+    arrays = {key: np.asarray(t.samples_ns, dtype=np.int64) for key, t in timed.items()}
+    arrays |= {f"{key}#rounds": np.asarray(t.rounds, dtype=np.int64) for key, t in timed.items()}
+    np.savez(spec["out"], **arrays)  # type: ignore[arg-type]
 
 
 def die_with_parent(parent: int) -> None:
