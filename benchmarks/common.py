@@ -229,15 +229,17 @@ def torch_runtime(art: Any, threads: int = THREADS) -> Any:
 
 
 class OvModelRuntime:
-    """An ``openvino.Model`` compiled as edgekit compiles its own IR for CPU (f32 inference
-    precision, latency hint, the same thread count, no pinning), so peer rows compare like with like."""
+    """An ``openvino.Model`` compiled by the OpenVINO target's own ``device_config`` (an INT8 model's
+    config: f32 for the float regions, latency hint, the same thread count, no pinning), so peer rows
+    compare like with like."""
 
-    def __init__(self, model: Any, threads: int = THREADS) -> None:
+    def __init__(self, model: Any, threads: int = THREADS, precision: str = "int8") -> None:
         import openvino as ov
 
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
-                  "INFERENCE_NUM_THREADS": str(threads), "ENABLE_CPU_PINNING": "NO"}
-        self.compiled = ov.Core().compile_model(model, "CPU", config)
+        from edgekit.targets.openvino import device_config
+
+        self.config = device_config(precision, "latency", threads, "cpu")
+        self.compiled = ov.Core().compile_model(model, "CPU", self.config)
         self.request = self.compiled.create_infer_request()
         self.output_names = [o.get_any_name() for o in self.compiled.outputs]
 

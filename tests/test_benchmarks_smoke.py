@@ -82,3 +82,21 @@ def test_summary_has_every_section_and_goal_table(smoke: tuple[Path, subprocess.
     assert "| int8 | INT8 PTQ |" in text
     assert "| edgekit INT8 on OpenVINO |" in text
     assert "Smoke run" in text
+
+
+def test_the_nncf_peer_is_compiled_like_edgekits_own_int8(digits_int8) -> None:  # type: ignore[no-untyped-def]
+    """The peer's OpenVINO model gets exactly the compile config the OpenVINO target gives an INT8 build."""
+    import openvino as ov
+
+    from edgekit.build import build
+    from edgekit.targets.openvino import compile_config
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from common import THREADS, OvModelRuntime
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    built = build(digits_int8, "openvino", "int8")
+    assert built is not None and built.manifest.target is not None
+    peer = OvModelRuntime(ov.Core().read_model(str(built.path / built.manifest.target.model_file)), THREADS)
+    assert peer.config == compile_config(built.manifest.target, THREADS)

@@ -20,6 +20,7 @@ import numpy as np
 from edgekit import console, trust
 from edgekit.artifact import Artifact, check_output
 from edgekit.bench.harness import (
+    PROCESS_STRIDE,
     Timed,
     TimingConfig,
     memory_added_mb,
@@ -233,9 +234,6 @@ def bench(art: Artifact, targets: list[str] | None = None, batches: list[int] | 
     return report, 4 if failed_parity else 0
 
 
-ROUNDS_PER_PROCESS = 10**9
-
-
 @dataclass
 class Samples:
     """One row's timed calls (ns) and the round each was timed in."""
@@ -312,7 +310,7 @@ def time_in_processes(art: Artifact, targets: list[str], threads: int, live: lis
                 for key in (name for name in f.files if not name.endswith("#rounds")):
                     into = pooled.setdefault(key, Samples([], []))
                     into.ns.extend(int(x) for x in f[key])
-                    into.rounds.extend(k * ROUNDS_PER_PROCESS + int(r) for r in f[f"{key}#rounds"])
+                    into.rounds.extend(k * PROCESS_STRIDE + int(r) for r in f[f"{key}#rounds"])
             bar.advance(task)
     return pooled
 

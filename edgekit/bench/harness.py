@@ -76,8 +76,17 @@ def time_variants(variants: list[Timed], cfg: TimingConfig, on_round: Callable[[
 FAST_PERCENTILE = 10  # of per-round minima: the fast end, less at the mercy of one lucky call than the minimum
 
 
+PROCESS_STRIDE = 10**9  # round labels of timing process k start at k * PROCESS_STRIDE
+
+
+def _fast_end(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Per row of ``values`` (padded with +inf past ``counts``): its FAST_PERCENTILE-th order statistic."""
+    k = (FAST_PERCENTILE / 100.0 * (counts - 1)).astype(np.int64)
+    return np.take_along_axis(np.sort(values, axis=1), k[:, None], axis=1)[:, 0]
+
+
 def _round_minima(base_ns: list[int], base_rounds: list[int] | None, other_ns: list[int],
-                  other_rounds: list[int] | None) -> tuple[np.ndarray, np.ndarray]:
+                  other_rounds: list[int] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per round both rows ran in: the fastest of the same number of calls from each (the smaller
     block's count, taken evenly across the larger block). A row that makes 50 calls a round while the
     baseline makes 3 gets no more chances at a lucky minimum than the baseline does."""
@@ -86,12 +95,13 @@ def _round_minima(base_ns: list[int], base_rounds: list[int] | None, other_ns: l
     a, ra = np.asarray(base_ns, np.int64), np.asarray(base_rounds, np.int64)
     b, rb = np.asarray(other_ns, np.int64), np.asarray(other_rounds, np.int64)
     mins_a, mins_b = [], []
-    for r in np.intersect1d(ra, rb):
+    shared = np.intersect1d(ra, rb)
+    for r in shared:
         xa, xb = a[ra == r], b[rb == r]
         n = min(len(xa), len(xb))
         mins_a.append(xa[np.linspace(0, len(xa) - 1, n).round().astype(int)].min())
         mins_b.append(xb[np.linspace(0, len(xb) - 1, n).round().astype(int)].min())
-    return np.asarray(mins_a, np.float64), np.asarray(mins_b, np.float64)
+    return np.asarray(mins_a, np.float64), np.asarray(mins_b, np.float64), shared // PROCESS_STRIDE
 
 
 def speedup(base_ns: list[int], other_ns: list[int], base_rounds: list[int] | None = None,
@@ -109,22 +119,35 @@ def speedup(base_ns: list[int], other_ns: list[int], base_rounds: list[int] | No
     simulated intervals held the true ratio)."""
     if not base_ns or not other_ns:
         return None
-    mins_a, mins_b = _round_minima(base_ns, base_rounds, other_ns, other_rounds)
+    mins_a, mins_b, _ = _round_minima(base_ns, base_rounds, other_ns, other_rounds)
     if not len(mins_a):
         return None
-    return float(np.percentile(mins_a, FAST_PERCENTILE) / np.percentile(mins_b, FAST_PERCENTILE))
+    n = np.array([len(mins_a)])
+    return float(_fast_end(mins_a[None], n)[0] / _fast_end(mins_b[None], n)[0])
 
 
 def speedup_interval(base_ns: list[int], other_ns: list[int], base_rounds: list[int] | None,
                      other_rounds: list[int] | None, resamples: int = 2000, level: float = 0.95,
                      seed: int = 0) -> tuple[float, float] | None:
-    """A bootstrap interval of ``speedup``: rounds (each a slice of time both rows shared) are drawn
-    with replacement; None with fewer than 5 shared rounds."""
-    mins_a, mins_b = _round_minima(base_ns, base_rounds, other_ns, other_rounds)
+    """A bootstrap interval of ``speedup``, two-level: the timing processes are drawn with replacement,
+    then the rounds (slices of time both rows shared) within each drawn process, so a process that ran
+    faster or slower as a whole widens the interval as it should; None with fewer than 5 shared rounds."""
+    mins_a, mins_b, process = _round_minima(base_ns, base_rounds, other_ns, other_rounds)
     if len(mins_a) < 5:
         return None
-    picks = np.random.default_rng(seed).integers(0, len(mins_a), size=(resamples, len(mins_a)))
-    ratios = np.percentile(mins_a[picks], FAST_PERCENTILE, axis=1) / np.percentile(mins_b[picks], FAST_PERCENTILE, axis=1)
+    rng = np.random.default_rng(seed)
+    order = np.argsort(process, kind="stable")
+    mins_a, mins_b, process = mins_a[order], mins_b[order], process[order]
+    _, start, size = np.unique(process, return_index=True, return_counts=True)
+    slots = rng.integers(0, len(size), size=(resamples, len(size)))  # the processes drawn, per resample
+    width = int(size.max())
+    u = rng.random((resamples, len(size), width))
+    drawn = start[slots][..., None] + (u * size[slots][..., None]).astype(np.int64)  # rounds within each
+    unused = np.arange(width)[None, None, :] >= size[slots][..., None]  # a smaller process draws fewer
+    pick_a = np.where(unused, np.inf, mins_a[np.minimum(drawn, len(mins_a) - 1)]).reshape(resamples, -1)
+    pick_b = np.where(unused, np.inf, mins_b[np.minimum(drawn, len(mins_b) - 1)]).reshape(resamples, -1)
+    counts = size[slots].sum(axis=1)
+    ratios = _fast_end(pick_a, counts) / _fast_end(pick_b, counts)
     tail = (1.0 - level) / 2 * 100
     low, high = np.percentile(ratios, [tail, 100 - tail])
     return float(low), float(high)

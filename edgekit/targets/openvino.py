@@ -37,13 +37,16 @@ def _core() -> Any:
 
 
 def compile_config(record: TargetRecord, threads: int | None) -> dict[str, str]:
-    config = {
-        "PERFORMANCE_HINT": str(record.options.get("hint", "latency")).upper(),
-        "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[record.precision_requested],
-    }
+    return device_config(record.precision_requested, str(record.options.get("hint", "latency")), threads, record.device)
+
+
+def device_config(precision: str, hint: str = "latency", threads: int | None = None, device: str = "cpu") -> dict[str, str]:
+    """How edgekit compiles a model on an OpenVINO device (benchmarks compile their peers' models
+    with this too, so every row runs like with like)."""
+    config = {"PERFORMANCE_HINT": hint.upper(), "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[precision]}
     if threads:
         config["INFERENCE_NUM_THREADS"] = str(threads)
-    if record.device.upper() == "CPU":
+    if device.upper() == "CPU":
         config["ENABLE_CPU_PINNING"] = "NO"  # let the OS place threads: fairer beside other runtimes
     return config
 
