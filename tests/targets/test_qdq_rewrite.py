@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.targets.qdq_rewrite import rewrite
@@ -33,30 +34,19 @@ def _qdq(name: str, src: str) -> list:
             helper.make_node("DequantizeLinear", [f"{name}_q", "s", "z"], [name], name=f"{name}_dq")]
 
 
-def test_a_relu_plus_a_negative_constant_stays_signed(tmp_path: Path) -> None:
-    """Relu(x) + (-0.5) is negative where x <= 0.5: its quantizer must not become U8 (which clamps to 0)."""
+@pytest.mark.parametrize(("constant", "to_u8"), [(-0.5, 0), (0.5, 1)])
+def test_a_relu_plus_a_constant_is_u8_only_when_never_negative(tmp_path: Path, constant: float, to_u8: int) -> None:
+    """Relu(x) - 0.5 is negative where x <= 0.5: its quantizer must stay S8 (U8 clamps to 0); Relu(x) +
+    0.5 never is, so the exact U8 form applies."""
     inits = [numpy_helper.from_array(np.array(0.05, np.float32), "s"), numpy_helper.from_array(np.array(0, np.int8), "z"),
-             numpy_helper.from_array(np.full((1, 4), -0.5, np.float32), "c")]
+             numpy_helper.from_array(np.full((1, 4), constant, np.float32), "c")]
     nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Add", ["r", "c"], ["a"]), *_qdq("y", "a")]
     path = _save(tmp_path, nodes, inits, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
     counts = rewrite(path, tmp_path / "u8.onnx", ("nonnegative_to_u8",))
     x = {"x": np.array([[-1.0, 0.0, 0.25, 3.0]], np.float32)}
     np.testing.assert_array_equal(_run(tmp_path / "u8.onnx", x)[0], _run(path, x)[0])
-    assert counts["nonnegative_to_u8"] == 0
-
-
-def test_a_relu_plus_a_positive_constant_becomes_u8(tmp_path: Path) -> None:
-    """The control: + 0.5 keeps it non-negative, so the exact U8 form applies."""
-    inits = [numpy_helper.from_array(np.array(0.05, np.float32), "s"), numpy_helper.from_array(np.array(0, np.int8), "z"),
-             numpy_helper.from_array(np.full((1, 4), 0.5, np.float32), "c")]
-    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Add", ["c", "r"], ["a"]), *_qdq("y", "a")]
-    path = _save(tmp_path, nodes, inits, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
-    counts = rewrite(path, tmp_path / "u8.onnx", ("nonnegative_to_u8",))
-    x = {"x": np.array([[-1.0, 0.0, 0.25, 3.0]], np.float32)}
-    np.testing.assert_array_equal(_run(tmp_path / "u8.onnx", x)[0], _run(path, x)[0])
-    assert counts["nonnegative_to_u8"] == 1
+    assert counts["nonnegative_to_u8"] == to_u8
 
 
 def test_fold_float_weights_keeps_a_dequantized_weight_that_is_a_graph_output(tmp_path: Path) -> None:
