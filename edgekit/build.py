@@ -171,6 +171,8 @@ def build(art: Artifact, target: str, precision: str | None = None, device: str 
         build_s = time.perf_counter() - started
         runtime = target_obj.load(tmp, built.record, threads=None)
         parity = check_parity(art, runtime, p.opts.precision)
+        if p.opts.precision == "int8":
+            parity["integer_layers"] = check_integer_kernels(art, runtime, built.record)
         if built.record.options.get("vnni_model"):  # the CPU-portable OpenVINO IR beside it is checked too
             from edgekit.targets.openvino import OvRuntime
 
@@ -258,6 +260,25 @@ def _quantization_error(art: Artifact, samples: dict[str, np.ndarray], ref_all: 
         float_rt = OrtRuntime(parent.onnx_path, ["CPUExecutionProvider"], threads=None)
     float_out = run_batched(float_rt, samples, 8)
     return max(max_rel_error(ref_all[n], float_out[n]) for n in art.io.output_names if n in float_out)
+
+
+def check_integer_kernels(art: Artifact, runtime: Runtime, record: Any) -> int | None:
+    """How many weighted layers the built runtime runs on integer kernels, as the runtime itself
+    reports it (OpenVINO's runtime model, ONNX Runtime's optimized graph, TensorRT's engine
+    inspector). Output parity alone would pass a target that ignored the Q/DQ nodes and ran in float:
+    a build expected to run integer layers and running none fails (exit 4)."""
+    counter = getattr(runtime, "integer_layers", None)
+    found = counter() if callable(counter) else None
+    if found is None:
+        return None
+    quantized = int((art.manifest.metrics.get("quantize") or {}).get("quantized_layers") or 0)
+    kept_float = int((record.options.get("rewrites") or {}).get("signed_layers_float") or 0)
+    expected = quantized - kept_float
+    if expected > 0 and found == 0:
+        raise ParityError(f"the INT8 build runs no integer kernels ({expected} quantized layers expected): "
+                          f"{record.name} computed the model in float",
+                          hint="the runtime may not support these Q/DQ patterns; report it with --debug output")
+    return int(found)
 
 
 def check_parity(art: Artifact, runtime: Runtime, precision: str) -> dict[str, Any]:

@@ -32,6 +32,9 @@ PROVIDERS = {
 CPU_INT8_REWRITES = ("fold_relu_pairs", "nonnegative_to_u8", "s8_to_u8", "fold_float_weights")
 # exact integer kernels on CPUs where u8 x s8 can saturate (ONNX Runtime checks the CPU itself)
 EXACT_INT8 = {"session.x64quantprecision": "1"}
+# ONNX Runtime ops that compute a weighted layer in integers (after its graph optimizations)
+INTEGER_OPS = ("QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "MatMulIntegerToFloat", "QGemm",
+               "DynamicQuantizeMatMul", "QAttention", "QLinearConvTranspose")
 GPU_HINT = "pip install onnxruntime-gpu (in place of onnxruntime) on a machine with an NVIDIA GPU and CUDA"
 
 
@@ -79,12 +82,35 @@ class OrtRuntime:
                 f"onnxruntime could not start {providers[0]} here and fell back to {running[0] if running else 'nothing'}",
                 hint=GPU_HINT if providers[0] != "CPUExecutionProvider" else "reinstall onnxruntime")
         self.providers = running
+        self.model: Path | None = model
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.input_types = {i.name: i.type for i in self.session.get_inputs()}
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outs = self.session.run(self.output_names, inputs)
         return dict(zip(self.output_names, outs, strict=True))
+
+    def integer_layers(self) -> int | None:
+        """Weighted layers ONNX Runtime's optimized graph runs as integer kernels (QLinearConv,
+        MatMulInteger, ...): the graph is optimized once more into a temporary file and read with onnx
+        (None without onnx, as on a device)."""
+        import importlib.util
+        import tempfile
+
+        if importlib.util.find_spec("onnx") is None or self.model is None or self.providers[0] != "CPUExecutionProvider":
+            return None  # GPU providers take whole subgraphs: their kernels are not ONNX ops to count
+        import onnx
+        import onnxruntime as ort
+
+        with tempfile.TemporaryDirectory(prefix="edgekit-ort-opt-") as tmp:
+            opts = ort.SessionOptions()
+            opts.log_severity_level = 3
+            for key, value in EXACT_INT8.items():
+                opts.add_session_config_entry(key, value)
+            opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+            ort.InferenceSession(str(self.model), opts, providers=self.providers)
+            graph = onnx.load(opts.optimized_model_filepath, load_external_data=False).graph
+        return sum(n.op_type in INTEGER_OPS for n in graph.node)
 
 
 class OnnxRuntimeTarget:

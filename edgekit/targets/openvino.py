@@ -87,6 +87,21 @@ class OvRuntime:
         result = self.request.infer(inputs, share_inputs=True)
         return {name: np.array(result[out]) for name, out in zip(self.output_names, self.compiled.outputs, strict=True)}
 
+    def integer_layers(self) -> int:
+        """Weighted layers the compiled model runs on u8/i8 kernels (from OpenVINO's runtime model)."""
+        count = 0
+        for op in self.compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            if "layerType" not in info or "runtimePrecision" not in info:
+                continue
+            if info["layerType"].astype(str) in WEIGHTED_LAYERS and info["runtimePrecision"].astype(str) in ("u8", "i8"):
+                count += 1
+        return count
+
+
+# OpenVINO CPU plugin layer types that carry weights (what INT8 is for)
+WEIGHTED_LAYERS = ("Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul")
+
 
 class OpenVinoTarget:
     name: ClassVar[str] = "openvino"

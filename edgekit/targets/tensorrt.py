@@ -99,6 +99,7 @@ def builder_config(builder: trt.Builder, opts: BuildOptions) -> trt.IBuilderConf
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
     config.clear_flag(trt.BuilderFlag.TF32)
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # the inspector then names each layer's types
     if opts.precision == "fp16":
         config.set_flag(trt.BuilderFlag.FP16)
     elif opts.precision == "bf16":
@@ -130,6 +131,25 @@ def _profile_shapes(name: str, dims: tuple[int, ...], given: dict[str, Shape], h
             opt.append(DEFAULT_SEQ[1])
             mx.append(DEFAULT_SEQ[2])
     return Shape(tuple(mn), tuple(opt), tuple(mx))
+
+
+def count_int8_layers(engine_json: str) -> int:
+    """Layers of an engine inspector's JSON whose inputs or outputs are Int8 tensors (Q/DQ nodes
+    themselves, "Reformat" layers, do not count)."""
+    import json
+
+    try:
+        layers = json.loads(engine_json).get("Layers", [])
+    except (ValueError, AttributeError):
+        return 0
+    count = 0
+    for layer in layers:
+        if not isinstance(layer, dict) or "Reformat" in str(layer.get("LayerType", "")):
+            continue
+        tensors = [*layer.get("Inputs", []), *layer.get("Outputs", [])]
+        if any("Int8" in str(t.get("Format/Datatype", "")) for t in tensors if isinstance(t, dict)):
+            count += 1
+    return count
 
 
 def parser_errors(parser: trt.OnnxParser) -> str:
@@ -204,6 +224,13 @@ class TrtRuntime:
         _check(cudart.cudaStreamSynchronize(self.stream))
         del keep
         return results
+
+    def integer_layers(self) -> int:
+        """Engine layers with INT8 tensors, from TensorRT's engine inspector (built DETAILED)."""
+        import tensorrt as trt
+
+        info = self.engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON)
+        return count_int8_layers(info)
 
     def close(self) -> None:
         from cuda.bindings import runtime as cudart
