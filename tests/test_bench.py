@@ -166,3 +166,36 @@ def test_a_failed_timing_process_is_one_clear_error(tmp_path: Path) -> None:
         time_in_processes(gone, ["onnxruntime"], 1, [0], feeds, TimingConfig(), processes=1)  # type: ignore[arg-type]
     assert info.value.message.startswith("timing process 1 of 1 failed: ") and "\n" not in info.value.message
     assert "deleted-artifact" in info.value.message and "--processes 0" in (info.value.hint or "")
+
+
+def test_gpu_rows_get_a_cuda_baseline(digits_int8: Artifact) -> None:
+    """A TensorRT row is never sped up against CPU eager: a torch CUDA baseline stands beside the CPU one."""
+    from edgekit.bench.compare import plan_rows
+
+    plans = plan_rows(digits_int8, ["tensorrt", "openvino"])
+    baselines = [i for i, p in enumerate(plans) if p.is_baseline]
+    assert [(plans[i].target, plans[i].device) for i in baselines] == [("torch", "cpu"), ("torch", "cuda")]
+    for p in plans:
+        want = baselines[1] if p.target == "tensorrt" or p.device == "cuda" else baselines[0]
+        assert p.against == want, (p.target, p.device)
+    assert all(p.device == "cpu" for p in plan_rows(digits_int8, ["openvino"]))  # no GPU row, no CUDA baseline
+
+
+def test_bench_device_cuda_here_marks_rows_unavailable(digits_int8: Artifact, tmp_path: Path) -> None:
+    res = run_cli("bench", str(digits_int8.path), "--target", "ort", "--target", "trt", "--device", "cuda", "--batch", "1",
+                  "--min-time", "0.05", "--min-runs", "5", "--processes", "0", "--json", "--out", str(tmp_path / "b"),
+                  cwd=tmp_path)
+    assert res.code == 0, res.err
+    rows = BenchReport.model_validate_json(res.out).rows
+    cuda_base = [r for r in rows if r.is_baseline and r.device == "cuda"]
+    assert len(cuda_base) == 1 and cuda_base[0].status == "unavailable" and "CUDA" in (cuda_base[0].reason or "")
+    gpu_rows = [r for r in rows if r.target in ("onnxruntime", "tensorrt")]
+    assert gpu_rows and all(r.device == "cuda" and r.status == "unavailable" and r.baseline == "torch cuda" for r in gpu_rows)
+    cpu_base = next(r for r in rows if r.is_baseline and r.device == "cpu")
+    assert cpu_base.status == "ok" and cpu_base.baseline == "torch cpu"
+    assert "(baseline, cuda)" in (tmp_path / "b" / "bench.md").read_text()
+
+
+def test_bench_device_no_target_has_is_one_line(digits_int8: Artifact, tmp_path: Path) -> None:
+    res = run_cli("bench", str(digits_int8.path), "--target", "ort", "--device", "npu", "--dry-run", cwd=tmp_path)
+    assert res.code == 2 and "none of the targets runs on device 'npu'" in res.err and "Traceback" not in res.err

@@ -54,8 +54,14 @@ class Plan:
     target: str
     precision: str
     is_baseline: bool = False
+    device: str = "cpu"
+    against: int = 0  # the index of the baseline plan this row's speedup is against
     runtime: Runtime | None = None
     row: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device in GPU_DEVICES
 
 
 def _variant_name(art: Artifact) -> str:
@@ -63,7 +69,19 @@ def _variant_name(art: Artifact) -> str:
     return step.split(":", 1)[1] if step.startswith("compress:") else art.manifest.name
 
 
-def plan_rows(art: Artifact, targets: list[str]) -> list[Plan]:
+GPU_DEVICES = ("cuda", "tensorrt")
+
+
+def _device(target: str, device: str | None) -> str:
+    """The device a target runs on in this bench: ``--device`` where the target has it, else its default."""
+    devices = CATALOG[target].devices
+    return device if device in devices else next(iter(devices))
+
+
+def plan_rows(art: Artifact, targets: list[str], device: str | None = None) -> list[Plan]:
+    """The rows: the baseline (the full model on torch eager CPU, or ONNX Runtime CPU for an ONNX-only
+    model), then per target the full model and the compressed one. Rows on a GPU get a torch CUDA
+    baseline of their own beside the CPU one: a GPU engine is never sped up against CPU eager."""
     root = art.root()
     plans: list[Plan] = []
     base_target = "torch" if root.manifest.model is not None else "onnxruntime"
@@ -71,16 +89,23 @@ def plan_rows(art: Artifact, targets: list[str]) -> list[Plan]:
     compressed = art if art.path.resolve() != root.path.resolve() else None
     if compressed is not None and compressed.manifest.model is not None and not compressed.manifest.quantized:
         plans.append(Plan(_variant_name(compressed), compressed, "torch", "fp32"))
+    rows: list[Plan] = []
     for name in targets:
         info = resolve(name)
         if info.name == "torch":
             continue
-        if not (info.name == base_target):
-            plans.append(Plan("full", root, info.name, "fp32"))
+        dev = _device(info.name, device)
+        if not (info.name == base_target and dev == "cpu"):
+            rows.append(Plan("full", root, info.name, "fp32", device=dev))
         if compressed is not None:
-            plans.append(Plan(_variant_name(compressed), compressed, info.name,
-                              "int8" if compressed.manifest.quantized else "fp32"))
-    return plans
+            rows.append(Plan(_variant_name(compressed), compressed, info.name,
+                             "int8" if compressed.manifest.quantized else "fp32", device=dev))
+    if base_target == "torch" and any(p.on_gpu for p in rows):
+        plans.append(Plan("full", root, "torch", "fp32", is_baseline=True, device="cuda"))
+    gpu_base = next((i for i, p in enumerate(plans) if p.is_baseline and p.on_gpu), 0)
+    for p in [*plans, *rows]:
+        p.against = gpu_base if p.on_gpu else 0
+    return plans + rows
 
 
 def _size(art: Artifact, built: Artifact | None) -> int:
@@ -98,7 +123,7 @@ def prepare(p: Plan, threads: int, max_batch: int | None = None) -> None:
     from edgekit.build import build
 
     info = CATALOG[p.target]
-    device = next(iter(info.devices))
+    device = p.device if p.device in info.devices else next(iter(info.devices))
     p.row.update(device=device, status="ok")
     target: Any = load_target(info)
     try:
@@ -114,12 +139,12 @@ def prepare(p: Plan, threads: int, max_batch: int | None = None) -> None:
             from edgekit.targets.torch import TorchRuntime
 
             def load_torch() -> None:
-                p.runtime = TorchRuntime(load_module(p.art), p.art.io.output_names, device="cpu", threads=threads)
+                p.runtime = TorchRuntime(load_module(p.art), p.art.io.output_names, device=device, threads=threads)
 
             p.row["load_memory_mb"] = memory_added_mb(load_torch)
             p.row["precision"] = "fp32"
         else:
-            built = build(p.art, p.target, p.precision, max_batch=max_batch)
+            built = build(p.art, p.target, p.precision, device=device, max_batch=max_batch)
             assert built is not None and built.manifest.target is not None  # noqa: S101 - not a dry run
             p.row["compile_s"] = built.manifest.metrics.get("build_s")
             t0 = time.perf_counter()
@@ -160,8 +185,10 @@ def run_all(rt: Runtime, inputs: dict[str, np.ndarray], out_name: str, batch: in
 def bench(art: Artifact, targets: list[str] | None = None, batches: list[int] | None = None, threads: int | None = None,
           warmup: int = 5, min_runs: int = 30, min_time: float = 1.0, data: str | None = None, samples: int | None = None,
           out: Path | None = None, overwrite: bool = False, dry_run: bool = False,
-          processes: int = 3) -> tuple[BenchReport | None, int]:
-    """Run the benchmark; returns (report, exit code: 0, or 4 if a requested build failed parity)."""
+          processes: int = 3, device: str | None = None) -> tuple[BenchReport | None, int]:
+    """Run the benchmark; returns (report, exit code: 0, or 4 if a requested build failed parity).
+    ``device``: where targets that have it run (e.g. cuda for torch and ONNX Runtime); others run on
+    their default device and say so in the row."""
     trust.vouch_named(data)  # named by the caller: theirs to run
     targets = list(targets or DEFAULT_TARGETS)
     batches = sorted(set(batches or [1, 8]))
@@ -172,24 +199,27 @@ def bench(art: Artifact, targets: list[str] | None = None, batches: list[int] | 
     threads = threads or default_threads()
     if art.kind not in ("checkpoint", "compressed"):
         raise BadInputError(f"{art.path} is a {art.kind} artifact; bench takes a checkpoint or compressed one")
-    plans = plan_rows(art, targets)
+    if device is not None and not any(device in resolve(t).devices for t in [*targets, "torch"]):
+        known = sorted({d for t in [*targets, "torch"] for d in resolve(t).devices})
+        raise BadInputError(f"none of the targets runs on device '{device}'", hint=f"devices of these targets: {', '.join(known)}")
+    plans = plan_rows(art, targets, device)
     root = plans[0].art
     data = data or root.manifest.data
     if dry_run:
         for p in plans:
             try:
-                load_target(CATALOG[p.target]).check(next(iter(CATALOG[p.target].devices)))  # type: ignore[attr-defined]
+                load_target(CATALOG[p.target]).check(p.device)  # type: ignore[attr-defined]
                 status = "ok"
             except EdgekitError as exc:
                 status = f"unavailable: {exc.message}"
-            console.info(f"dry run: {p.variant} on {p.target} {p.precision}: {status}")
+            console.info(f"dry run: {p.variant} on {p.target} ({p.device}) {p.precision}: {status}")
         eval_inputs(art, data, 8)
         return None, 0
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = out or art.path / "bench" / stamp
     check_output(out, overwrite, art.chain_paths())
     for p in plans:
-        console.info(f"preparing {p.variant} on {p.target} ({p.precision})")
+        console.info(f"preparing {p.variant} on {p.target} ({p.device}, {p.precision})")
         prepare(p, threads, max(batches))
     x_eval, y_eval, real = eval_inputs(art, data, samples)
     feeds = {b: {k: np.ascontiguousarray(np.resize(v, (b, *v.shape[1:]))) for k, v in x_eval.items()} for b in batches}
@@ -201,14 +231,14 @@ def bench(art: Artifact, targets: list[str] | None = None, batches: list[int] | 
     if processes > 0:
         for p in plans:  # the timing processes load their own; free the memory and the threads
             p.runtime = None
-        timings = time_in_processes(art, targets, threads, live, feeds, cfg, processes)
+        timings = time_in_processes(art, targets, threads, live, feeds, cfg, processes, device)
     else:
         timings = time_here(plans, live, feeds, cfg)
     for batch in batches:
-        base = next((timings[f"{i}/{batch}"] for i in live if plans[i].is_baseline), None)
         for i, p in enumerate(plans):
-            mine = timings.get(f"{i}/{batch}")
+            mine, base = timings.get(f"{i}/{batch}"), timings.get(f"{p.against}/{batch}")
             rows.append(_row(p, batch, threads, mine.ns if mine else None))
+            rows[-1].baseline = f"{plans[p.against].target} {plans[p.against].device}"
             run_mb, load_mb = run_memory.get((i, batch)), p.row.get("load_memory_mb")
             rows[-1].memory_mb = None if run_mb is None or load_mb is None else load_mb + run_mb
             if base is not None and mine is not None and rows[-1].latency_ms is not None:
@@ -279,7 +309,8 @@ def time_here(plans: list[Plan], live: list[int], feeds: dict[int, dict[str, np.
 
 
 def time_in_processes(art: Artifact, targets: list[str], threads: int, live: list[int],
-                      feeds: dict[int, dict[str, np.ndarray]], cfg: TimingConfig, processes: int) -> dict[str, Samples]:
+                      feeds: dict[int, dict[str, np.ndarray]], cfg: TimingConfig, processes: int,
+                      device: str | None = None) -> dict[str, Samples]:
     """Time the rows in ``processes`` fresh processes, one after the other (edgekit.bench.worker says
     why), and pool their samples (rounds numbered apart per process: rows pair only within one)."""
     import dataclasses
@@ -295,7 +326,7 @@ def time_in_processes(art: Artifact, targets: list[str], threads: int, live: lis
         np.savez(Path(tmp) / "feeds.npz", **{f"b{b}/{n}": a for b, f in feeds.items() for n, a in f.items()})  # type: ignore[arg-type]  # numpy types **kwds as bool
         task = bar.add_task(f"timing {len(live) * len(feeds)} rows in {processes} processes", total=processes, status="")
         for k in range(processes):
-            spec = {"artifact": str(art.path), "targets": targets, "threads": threads, "rows": live,
+            spec = {"artifact": str(art.path), "targets": targets, "device": device, "threads": threads, "rows": live,
                     "batches": list(feeds), "inputs": names, "feeds": str(Path(tmp) / "feeds.npz"),
                     "timing": dataclasses.asdict(cfg), "trust": trust.state(),
                     "sys_path": sys.path, "rotate": k, "parent": os.getpid(), "out": str(Path(tmp) / f"samples{k}.npz")}

@@ -56,6 +56,7 @@ class Row(BaseModel):
     params: int | None = None
     macs: int | None = None
     speedup: float | None = None  # fast end of equal call counts, baseline / this, same batch (harness.speedup)
+    baseline: str | None = None  # the row speedup is against: "torch cpu", or "torch cuda" for GPU rows
     speedup_interval: list[float] | None = None  # 95 % bootstrap interval over timing rounds (low, high)
     cpu_kind: str | None = None  # the INT8 kind of the CPU the row ran on (edgekit.cpu)
 
@@ -143,7 +144,7 @@ COLUMNS = ["variant", "target", "precision", "batch", "status", "min ms", "p50 m
 def row_cells(r: Row) -> list[str]:
     status = r.status
     return [
-        r.variant + (" (baseline)" if r.is_baseline else ""),
+        r.variant + ((" (baseline)" if r.device == "cpu" else f" (baseline, {r.device})") if r.is_baseline else ""),
         r.target,
         r.precision or r.precision_requested,
         str(r.batch),
@@ -214,7 +215,8 @@ def markdown(report: BenchReport) -> str:
         lines.append(f"- {variant} on {target}: {status}: {reason}" + (f" (hint: `{hint}`)" if hint else ""))
     lines.append("")
     lines.append("Speedup and Δ accuracy are against the baseline row (the full model on torch eager FP32, or ONNX "
-                 "Runtime FP32 for an ONNX-only model). Latencies come from timed runs alternating with the other rows; "
+                 "Runtime FP32 for an ONNX-only model); rows on a GPU are sped up against torch eager on CUDA (the "
+                 "row's `baseline` in bench.json). Latencies come from timed runs alternating with the other rows; "
                  "speedup compares the fast end (10th percentile of per-round minima over equal numbers of calls "
                  "from the rounds both rows ran in: other load on the machine moves it least), with a 95% "
                  "bootstrap interval over those rounds. Items/s are sequential: batch / mean latency of one synchronous request at a time. "

@@ -27,7 +27,7 @@ def run(spec: dict[str, Any]) -> None:
 
     console.set_quiet(True)
     trust.restore(spec["trust"])
-    plans = plan_rows(Artifact.load(Path(spec["artifact"])), list(spec["targets"]))
+    plans = plan_rows(Artifact.load(Path(spec["artifact"])), list(spec["targets"]), spec.get("device"))
     with np.load(spec["feeds"], allow_pickle=False) as f:
         feeds = {int(b): {name: f[f"b{b}/{name}"] for name in spec["inputs"]} for b in spec["batches"]}
     rows = list(spec["rows"])

@@ -35,6 +35,8 @@ def _batches(text: str) -> list[int]:
 @click.option("--min-time", type=float, default=1.0, show_default=True, help="Seconds of timed runs per row and process.")
 @click.option("--processes", type=int, default=3, show_default=True,
               help="Fresh processes to time in, one after another, samples pooled (0: time in this one).")
+@click.option("--device", default=None, help="Device for targets that have it (cpu, cuda, tensorrt: ONNX Runtime's TensorRT EP, "
+              "gpu/npu: OpenVINO's); GPU rows are sped up against torch on CUDA.")
 @click.option("--data", default=None, help="Evaluation data (default: the full model's data, test split).")
 @click.option("--samples", type=int, default=None, help="Evaluate on at most N samples.")
 @click.option("--dry-run", is_flag=True, help="Validate artifact, targets and data; run nothing.")
@@ -43,7 +45,7 @@ def _batches(text: str) -> list[int]:
 @trust_option
 @json_option
 def command(artifact: str | None, targets: tuple[str, ...], batch: str, threads: int | None, warmup: int, min_runs: int,
-            min_time: float, processes: int, data: str | None, samples: int | None, dry_run: bool, out: str | None,
+            min_time: float, processes: int, device: str | None, data: str | None, samples: int | None, dry_run: bool, out: str | None,
             overwrite: bool, trust_code: bool, as_json: bool) -> None:
     """Accuracy, latency and size of ARTIFACT against the full model, on torch and each target."""
     from edgekit.artifact import resolve_artifact
@@ -53,7 +55,7 @@ def command(artifact: str | None, targets: tuple[str, ...], batch: str, threads:
     trust(trust_code)
     art = resolve_artifact(artifact, ("compressed", "checkpoint"), announce)
     report, code = bench(art, list(targets) or None, _batches(batch), threads, warmup, min_runs, min_time, data,
-                         samples, Path(out) if out else None, overwrite, dry_run, processes=processes)
+                         samples, Path(out) if out else None, overwrite, dry_run, processes=processes, device=device)
     if report is None:
         emit({"dry_run": True, "artifact": str(art.path), "ok": True}, as_json)
         return
