@@ -272,7 +272,7 @@ def check_integer_kernels(art: Artifact, runtime: Runtime, record: Any) -> int |
     if found is None:
         return None
     quantized = int((art.manifest.metrics.get("quantize") or {}).get("quantized_layers") or 0)
-    kept_float = int((record.options.get("rewrites") or {}).get("signed_layers_float") or 0)
+    kept_float = int((record.options.get("rewrites") or {}).get("wide_layers_float") or 0)
     expected = quantized - kept_float
     if expected > 0 and found == 0:
         raise ParityError(f"the INT8 build runs no integer kernels ({expected} quantized layers expected): "

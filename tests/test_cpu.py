@@ -64,7 +64,7 @@ def _reference(path: Path, x: dict[str, np.ndarray], precise: bool | None = None
 
 
 @pytest.mark.parametrize("steps", [("fold_relu_pairs", "nonnegative_to_u8", "u8_to_7bit"),
-                                   ("fold_relu_pairs", "nonnegative_to_u8", "u8_to_7bit", "signed_layers_float")])
+                                   ("fold_relu_pairs", "nonnegative_to_u8", "u8_to_7bit", "wide_layers_float")])
 def test_openvino_safe_rewrites_are_exact(digits_int8: Artifact, tmp_path: Path, steps: tuple[str, ...]) -> None:
     """u8 kept to 0..127 and signed-input layers in float compute exactly what the QDQ graph does."""
     from edgekit.data import resolve_source
@@ -74,8 +74,8 @@ def test_openvino_safe_rewrites_are_exact(digits_int8: Artifact, tmp_path: Path,
     assert digits_int8.onnx_path is not None
     counts = rewrite(digits_int8.onnx_path, tmp_path / "r.onnx", steps)
     assert counts["u8_to_7bit"] > 0
-    if "signed_layers_float" in steps:
-        assert counts["signed_layers_float"] >= 1  # the first conv reads the normalised (signed) image
+    if "wide_layers_float" in steps:
+        assert counts["wide_layers_float"] >= 1  # the first conv reads the normalised (signed) image
     a, b = _reference(digits_int8.onnx_path, x), _reference(tmp_path / "r.onnx", x)
     assert np.abs(a - b).max() <= 1e-4 * max(1.0, float(np.abs(a).max()))
 
@@ -102,6 +102,12 @@ def test_u8_to_7bit_clips_what_u8_alone_would_not(tmp_path: Path) -> None:
     assert _reference(tmp_path / "u8.onnx", x)[0, 3] == pytest.approx(20.0)
     np.testing.assert_allclose(_reference(tmp_path / "u7.onnx", x), portable, atol=1e-6)
     assert portable[0, 3] == pytest.approx(12.7)
+    # a quantizer that is U8 in the stored graph (asymmetric profiles) means 0..255: left as it is
+    graph.initializer[1].CopyFrom(numpy_helper.from_array(np.array(0, np.uint8), "z"))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "n.onnx"))
+    counts = rewrite(tmp_path / "n.onnx", tmp_path / "n7.onnx", ("nonnegative_to_u8", "u8_to_7bit"))
+    assert counts == {"nonnegative_to_u8": 0, "u8_to_7bit": 0}
+    assert _reference(tmp_path / "n7.onnx", x)[0, 3] == pytest.approx(20.0)
 
 
 @pytest.mark.skipif(not detect().u8s8_saturates, reason="this CPU has VNNI/AMX or is not x86: u8 x s8 kernels are exact here")

@@ -7,7 +7,8 @@ precision that actually ran is read back from the compiled model.
 
 INT8 on x86 CPUs without VNNI (``edgekit.cpu``): OpenVINO's kernels add u8 x s8 product pairs into
 saturating 16-bit sums. ``model.xml`` is the build that is right on every CPU: u8 activations kept
-to 0..127 and layers with a signed input in float (both exact re-expressions of the QDQ graph).
+to 0..127 and layers with a signed (or full-range u8) input in float (both exact re-expressions of
+the QDQ graph).
 Built on a CPU that does not saturate, the bundle also carries ``model-vnni.xml`` (those layers in
 INT8 as well), which the runtime picks only where the device it runs on has VNNI or AMX.
 """
@@ -52,7 +53,7 @@ def device_config(precision: str, hint: str = "latency", threads: int | None = N
 
 
 # u8 x s8 kernels: the graph that is right on every CPU, and the one for CPUs whose pair sums do not saturate
-SAFE_INT8_REWRITES = ("fold_relu_pairs", "nonnegative_to_u8", "u8_to_7bit", "signed_layers_float")
+SAFE_INT8_REWRITES = ("fold_relu_pairs", "nonnegative_to_u8", "u8_to_7bit", "wide_layers_float")
 VNNI_INT8_REWRITES = ("fold_relu_pairs", "nonnegative_to_u8", "u8_to_7bit")
 VNNI_MODEL = "model-vnni.xml"
 
@@ -142,7 +143,7 @@ class OpenVinoTarget:
         extra: dict[str, Any] = {}
         if opts.precision == "int8" and opts.device.upper() == "CPU":
             rewrites = self._convert(onnx_path, out / "model.xml", SAFE_INT8_REWRITES, failures)
-            if rewrites.get("signed_layers_float") and detect().has_vnni:
+            if rewrites.get("wide_layers_float") and detect().has_vnni:
                 self._convert(onnx_path, out / VNNI_MODEL, VNNI_INT8_REWRITES, failures)
                 files += [VNNI_MODEL, VNNI_MODEL.replace(".xml", ".bin")]
                 extra["vnni_model"] = VNNI_MODEL

@@ -17,12 +17,14 @@ other encodings of the same numbers:
   an integer kernel, so ONNX Runtime would dequantize its constant weights on every run; they are
   dequantized once, at build time, into a float initializer.
 
-- ``u8_to_7bit`` (exact): a U8 zero-point-0 activation reads ``Clip(x, 0, 127 s)``, so it keeps
-  the portable graph's 0..127; with 8-bit weights no u8 x s8 pair sum can pass 32767 on x86 CPUs
-  without VNNI (``edgekit.cpu``).
-- ``signed_layers_float`` (exact): a layer whose input stays signed (S8) would be shifted to u8
-  0..255 by OpenVINO's kernels, and on CPUs without VNNI its pair sums saturate; it runs in float
-  on its dequantized input and weights instead, which is exactly what the QDQ graph computes.
+- ``u8_to_7bit`` (exact): an activation ``nonnegative_to_u8`` made U8 reads ``Clip(x, 0, 127 s)``,
+  so it keeps the portable graph's 0..127 (and its saturation point); with 8-bit weights no u8 x s8
+  pair sum can pass 32767 on x86 CPUs without VNNI (``edgekit.cpu``). A quantizer that was U8 to
+  begin with (asymmetric profiles) uses 0..255 and is left alone: clipping it would change it.
+- ``wide_layers_float`` (exact): a layer whose input may hold u8 values above 127 (an S8 input,
+  which OpenVINO's kernels shift to 0..255, or a U8 one not kept to 7 bits) can saturate its pair
+  sums on CPUs without VNNI; it runs in float on its dequantized input and weights instead, which is
+  exactly what the QDQ graph computes.
 
 Every build that uses them is parity-checked against the stored graph on ONNX Runtime's reference
 kernels, and records what it rewrote.
@@ -121,6 +123,9 @@ def _nonnegative(graph: Any, inits: dict[str, Any], producers: dict[str, Any]) -
     return found
 
 
+FROM_S8 = "__edgekit_u8_zero_"  # the zero points nonnegative_to_u8 writes: these U8 values were S8 0..127
+
+
 def nonnegative_to_u8(model: Any) -> int:
     """S8 zero-point-0 activation quantizers of a never-negative tensor become U8 zero-point-0 (same scale)."""
     from onnx import numpy_helper
@@ -138,7 +143,7 @@ def nonnegative_to_u8(model: Any) -> int:
             continue
         key = tuple(zp.shape)
         if key not in new_zero:
-            t = numpy_helper.from_array(np.zeros(zp.shape, np.uint8), f"__edgekit_u8_zero_{len(new_zero)}")
+            t = numpy_helper.from_array(np.zeros(zp.shape, np.uint8), f"{FROM_S8}{len(new_zero)}")
             graph.initializer.append(t)
             new_zero[key] = t.name
         q.input[2] = new_zero[key]
@@ -196,9 +201,10 @@ def fold_float_weights(model: Any) -> int:
 
 
 def u8_to_7bit(model: Any) -> int:
-    """U8 zero-point-0 activation quantizers read ``Clip(x, 0, 127 s)`` instead of ``x`` (a Relu that
-    feeds only such a quantizer becomes that Clip): u8 values stay in 0..127, the portable graph's own
-    S8 range, so u8 x s8 pair sums stay below 2 * 127 * 128 < 32767 on CPUs without VNNI."""
+    """The activation quantizers ``nonnegative_to_u8`` made U8 read ``Clip(x, 0, 127 s)`` instead of
+    ``x`` (a Relu that feeds only such a quantizer becomes that Clip): u8 values stay in 0..127, the
+    portable graph's own S8 range, so u8 x s8 pair sums stay below 2 * 127 * 128 < 32767 on CPUs
+    without VNNI. A quantizer that was U8 in the stored graph means 0..255 and is not touched."""
     from onnx import helper, numpy_helper
 
     graph = model.graph
@@ -208,7 +214,7 @@ def u8_to_7bit(model: Any) -> int:
         if q.input[0] in inits or len(q.input) < 3:
             continue
         zp, scale = _array(inits, q.input[2]), _array(inits, q.input[1])
-        if zp is None or scale is None or zp.dtype != np.uint8 or np.any(zp != 0) or scale.size != 1:
+        if not q.input[2].startswith(FROM_S8) or zp is None or scale is None or np.any(zp != 0) or scale.size != 1:
             continue
         high = numpy_helper.from_array(np.asarray(127.0 * float(scale.reshape(())), np.float32), f"{q.name or q.output[0]}__u7_max")
         low = numpy_helper.from_array(np.zeros((), np.float32), f"{q.name or q.output[0]}__u7_min")
@@ -230,23 +236,40 @@ def u8_to_7bit(model: Any) -> int:
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 
-def _signed_input(node: Any, inits: dict[str, Any], producers: dict[str, Any]) -> bool:
-    """Whether a layer's activation input is an S8 (signed) Q/DQ: kernels shift it to u8 0..255."""
+def _fits_7bit(q: Any, inits: dict[str, Any], producers: dict[str, Any]) -> bool:
+    """Whether a U8 zero-point-0 quantizer reads a ``Clip(x, >= 0, <= 127 s)``: its values are 0..127."""
+    clip, scale = producers.get(q.input[0]), _array(inits, q.input[1])
+    if clip is None or clip.op_type != "Clip" or len(clip.input) < 3 or scale is None or scale.size != 1:
+        return False
+    low, high = _array(inits, clip.input[1]), _array(inits, clip.input[2])
+    return (low is not None and high is not None and float(np.min(low)) >= 0.0
+            and float(np.max(high)) <= 127.0 * float(scale.reshape(())) * (1 + 1e-6))
+
+
+def _wide_input(node: Any, inits: dict[str, Any], producers: dict[str, Any]) -> bool:
+    """Whether a layer's activation input is a Q/DQ whose u8 form may exceed 127: S8 (kernels shift it
+    to 0..255), or U8 with a zero point other than 0 or not kept to 7 bits by ``u8_to_7bit``."""
     dq = producers.get(node.input[0])
     if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3:
         return False
     zp = _array(inits, dq.input[2])
-    return zp is not None and zp.dtype == np.int8
+    if zp is None:
+        return False
+    if zp.dtype == np.int8:
+        return True
+    q = producers.get(dq.input[0])
+    return bool(np.any(zp != 0)) or q is None or q.op_type != "QuantizeLinear" or not _fits_7bit(q, inits, producers)
 
 
-def signed_layers_float(model: Any) -> int:
-    """Layers reading a signed activation run in float with their weights dequantized once: the input
-    Q/DQ stays, so the result is exactly the QDQ graph's, and no u8-shifted pair can saturate."""
+def wide_layers_float(model: Any) -> int:
+    """Layers reading an activation that may exceed 0..127 as u8 run in float with their weights
+    dequantized once: the input Q/DQ stays, so the result is exactly the QDQ graph's, and no
+    u8 x s8 pair can saturate."""
     graph = model.graph
     inits, producers, _ = graph_maps(graph)
     count = 0
     for node in [n for n in graph.node if n.op_type in WEIGHTED_OPS]:
-        if not _signed_input(node, inits, producers) or len(node.input) < 2:
+        if not _wide_input(node, inits, producers) or len(node.input) < 2:
             continue
         dq = producers.get(node.input[1])
         if dq is None or dq.op_type != "DequantizeLinear" or not all(i in inits for i in dq.input if i):
@@ -303,7 +326,7 @@ def rewrite(src: Path, dst: Path, steps: tuple[str, ...]) -> dict[str, int]:
 
     fns = {"fold_relu_pairs": fold_relu_pairs, "nonnegative_to_u8": nonnegative_to_u8, "s8_to_u8": s8_to_u8,
            "fold_float_weights": fold_float_weights, "u8_to_7bit": u8_to_7bit,
-           "signed_layers_float": signed_layers_float}
+           "wide_layers_float": wide_layers_float}
     model = onnx.load(str(src))
     counts = {name: fns[name](model) for name in steps}
     _drop_unused(model.graph)

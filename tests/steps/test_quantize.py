@@ -197,6 +197,15 @@ def test_cpu_profile_is_u8_and_not_tensorrt_portable(digits_ckpt: Artifact, tmp_
     assert {v.rule for v in check_file(art.path / "model.onnx")} & {"int8", "zero-point"}
     res = run_cli("build", str(art.path), "--target", "trt", cwd=tmp_path)
     assert_user_error(res, "cpu profile")
+    # its U8 activations use 0..255: OpenVINO's model.xml must not clip them to the portable 0..127
+    from edgekit.build import build
+
+    built = build(art, "openvino", "int8")
+    assert built is not None and built.manifest.target is not None
+    rewrites = built.manifest.target.options["rewrites"]
+    assert rewrites["u8_to_7bit"] == 0 and rewrites["wide_layers_float"] > 0
+    parity = built.manifest.metrics["parity"]
+    assert parity["max_error"] <= parity["tolerance"] and parity.get("portable_model", 0.0) <= parity["tolerance"]
 
 
 def test_shipped_calibration_set(digits_ckpt: Artifact, tmp_path: Path) -> None:
