@@ -129,8 +129,10 @@ def plan(art: Artifact, target: str, precision: str | None = None, device: str |
         for name in shapes:
             if name not in names:
                 raise BadInputError(f"--shape names '{name}', which is not a model input ({', '.join(sorted(names))})")
+    profiled = "shape" in info.build_options
+    ranges = {i.name: i.axis_ranges() for i in art.io.inputs if i.ranges} if profiled else {}
     opts = BuildOptions(precision=precision, device=dev, shapes=dict(shapes or {}), hint=hint,
-                        max_batch=max_batch if "shape" in info.build_options else None)
+                        max_batch=max_batch if profiled else None, ranges=ranges)
     from edgekit import __version__
     from edgekit.cpu import detect
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgekit.errors import BadInputError
 
@@ -32,6 +32,8 @@ class InputSpec(BaseModel):
     mean: list[float] | None = None
     std: list[float] | None = None
     layout: str | None = None  # e.g. "NCHW" for images; predict resizes image files to it
+    # a named dim's [min, opt, max]: TensorRT's optimization profile, and the size synthetic inputs use (opt)
+    ranges: dict[str, list[int]] | None = None
 
     @field_validator("dtype")
     @classmethod
@@ -57,16 +59,30 @@ class InputSpec(BaseModel):
             raise ValueError("std values must be positive")
         return v
 
+    @model_validator(mode="after")
+    def _ranges(self) -> InputSpec:
+        for name, r in (self.ranges or {}).items():
+            if name not in self.dims:
+                raise ValueError(f"range for '{name}', which is not a named dim of input '{self.name}'")
+            if len(r) != 3 or not 1 <= r[0] <= r[1] <= r[2] <= MAX_DIM:
+                raise ValueError(f"range of '{name}' must be MIN..OPT..MAX with 1 <= MIN <= OPT <= MAX <= {MAX_DIM}")
+        return self
+
+    def axis_ranges(self) -> list[tuple[int, int, int] | None]:
+        """Per axis: the (min, opt, max) the spec gives for it, else None."""
+        ranges = self.ranges or {}
+        return [(r[0], r[1], r[2]) if isinstance(d, str) and (r := ranges.get(d)) else None for d in self.dims]
+
     def shape(self, batch: int, seq: int = 16) -> list[int]:
-        """Concrete shape for a batch size; other symbolic dims get ``seq``."""
+        """Concrete shape for a batch size; other symbolic dims get their range's opt, else ``seq``."""
         out = []
-        for i, d in enumerate(self.dims):
+        for i, (d, r) in enumerate(zip(self.dims, self.axis_ranges(), strict=True)):
             if isinstance(d, int):
                 out.append(d)
             elif i == 0 or d == "batch":
                 out.append(batch)
             else:
-                out.append(seq)
+                out.append(r[1] if r else seq)
         return out
 
 
@@ -82,6 +98,15 @@ class IOSpec(BaseModel):
     outputs: list[OutputSpec] = Field(default_factory=lambda: [OutputSpec(name="output")])
     task: Task = "classification"
     labels: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _same_ranges(self) -> IOSpec:
+        seen: dict[str, list[int]] = {}
+        for spec in self.inputs:
+            for name, r in (spec.ranges or {}).items():
+                if seen.setdefault(name, r) != r:
+                    raise ValueError(f"dim '{name}' has two ranges ({seen[name]} and {r}); inputs that share it share one")
+        return self
 
     @property
     def input_names(self) -> list[str]:
@@ -108,8 +133,18 @@ class IOSpec(BaseModel):
         return out
 
 
+def _range(text: str, option: str) -> list[int]:
+    parts = text.split("..")
+    if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts):
+        raise BadInputError(f"--input '{option}': range '{text}' is not MIN..OPT..MAX or MIN..MAX",
+                            hint="for example --input input_ids:batch,seq=1..128..512:int64")
+    values = [int(p) for p in parts]
+    return values if len(values) == 3 else [values[0], values[1], values[1]]
+
+
 def parse_input_option(text: str) -> InputSpec:
-    """``NAME:DIMS:DTYPE`` such as ``input:batch,3,224,224:float32`` or ``input_ids:batch,seq:int64``."""
+    """``NAME:DIMS:DTYPE`` such as ``input:batch,3,224,224:float32`` or ``input_ids:batch,seq:int64``;
+    a named dim may carry its range, ``seq=1..128..512`` (min..opt..max; ``1..512`` means opt = max)."""
     parts = text.split(":")
     if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
         raise BadInputError(
@@ -121,8 +156,13 @@ def parse_input_option(text: str) -> InputSpec:
     if dtype not in DTYPES:
         raise BadInputError(f"--input '{text}': unknown dtype '{dtype}'", hint=f"one of {', '.join(DTYPES)}")
     dims: list[Dim] = []
+    ranges: dict[str, list[int]] = {}
     for d in dims_text.split(","):
         d = d.strip()
+        if "=" in d:
+            d, span = (t.strip() for t in d.split("=", 1))
+            if d.isidentifier():
+                ranges[d] = _range(span, text)
         if d.isdigit() and int(d) > 0:
             dims.append(int(d))
         elif d.isidentifier():
@@ -130,7 +170,7 @@ def parse_input_option(text: str) -> InputSpec:
         else:
             raise BadInputError(f"--input '{text}': bad dimension '{d}'", hint="dims are positive ints or names like batch, seq")
     try:
-        return InputSpec(name=name, dims=dims, dtype=dtype)
+        return InputSpec(name=name, dims=dims, dtype=dtype, ranges=ranges or None)
     except ValidationError as exc:
         raise BadInputError(f"--input '{text}': {exc.errors()[0]['msg'].removeprefix('Value error, ')}",
                             hint="for example --input input:batch,3,224,224:float32") from None

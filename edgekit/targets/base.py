@@ -36,6 +36,8 @@ class BuildOptions:
     shapes: dict[str, Shape] = field(default_factory=dict)
     hint: str = "latency"  # latency | throughput (OpenVINO performance hint, TensorRT's opt batch)
     max_batch: int | None = None  # the largest batch the caller will run (TensorRT's profile covers it)
+    # per input, per axis: the IO spec's (min, opt, max) for a named dim, else None (TensorRT's profile)
+    ranges: dict[str, list[tuple[int, int, int] | None]] = field(default_factory=dict)
 
     def key(self) -> dict[str, Any]:
         return asdict(self)

@@ -110,18 +110,24 @@ def builder_config(builder: trt.Builder, opts: BuildOptions) -> trt.IBuilderConf
 
 
 def _profile_shapes(name: str, dims: tuple[int, ...], given: dict[str, Shape], hint: str,
-                    max_batch: int | None = None) -> Shape:
+                    max_batch: int | None = None, ranges: list[tuple[int, int, int] | None] | None = None) -> Shape:
     """min / opt / max for one input: what --shape gave, else batch 1..max(32, the largest batch the
-    caller runs) with opt 1 (latency) or 8 (throughput), and DEFAULT_SEQ for other dynamic dims."""
+    caller runs) with opt 1 (latency) or 8 (throughput), and for other dynamic dims the IO spec's
+    range for that dim (``seq=1..128..512``), else DEFAULT_SEQ."""
     if name in given:
         return given[name]
     top = max(DEFAULT_MAX_BATCH, max_batch or 0)
     mn, opt, mx = [], [], []
     for i, d in enumerate(dims):
+        spec = ranges[i] if ranges is not None and i < len(ranges) else None
         if d >= 0:
             mn.append(d)
             opt.append(d)
             mx.append(d)
+        elif i > 0 and spec is not None:
+            mn.append(spec[0])
+            opt.append(spec[1])
+            mx.append(spec[2])
         elif i == 0:
             mn.append(1)
             opt.append(1 if hint == "latency" else min(8, top))
@@ -314,7 +320,8 @@ class TensorRtTarget:
             tensor = network.get_input(i)
             dims = tuple(int(d) for d in tensor.shape)
             if any(d < 0 for d in dims) or tensor.name in opts.shapes:
-                shape = _profile_shapes(tensor.name, dims, opts.shapes, opts.hint, opts.max_batch)
+                shape = _profile_shapes(tensor.name, dims, opts.shapes, opts.hint, opts.max_batch,
+                                        opts.ranges.get(tensor.name))
                 profile.set_shape(tensor.name, shape.min, shape.opt, shape.max)
                 profiles[tensor.name] = {"min": list(shape.min), "opt": list(shape.opt), "max": list(shape.max)}
         if profiles and config.add_optimization_profile(profile) < 0:

@@ -18,7 +18,7 @@ from edgekit.artifact import Artifact
 from edgekit.targets.base import Shape
 from edgekit.targets.tensorrt import _profile_shapes
 
-from ..conftest import ROOT, assert_user_error, run_cli
+from ..conftest import ROOT, assert_user_error, copy_artifact, run_cli
 
 TRT_SOURCE = ROOT / "edgekit" / "targets" / "tensorrt.py"
 
@@ -75,6 +75,51 @@ def test_profile_defaults_cover_dynamic_dims() -> None:
     assert tokens.min == (1, 1) and tokens.opt == (8, 128) and tokens.max == (32, 512)
     given = Shape((1, 3), (4, 3), (8, 3))
     assert _profile_shapes("x", (-1, 3), {"x": given}, "latency") == given
+
+
+def test_profile_takes_dynamic_dims_from_the_io_spec(digits_ckpt: Artifact, tmp_path: Path) -> None:
+    """A text model's seq range comes from its IO spec (--input input_ids:batch,seq=8..64..256:int64),
+    not a fixed 1/128/512 that a 512-token engine would waste or a 1024-token input would overflow."""
+    from edgekit.artifact import Artifact as Art
+    from edgekit.build import plan
+    from edgekit.iospec import IOSpec, parse_input_option
+
+    ids, mask = (parse_input_option(f"{n}:batch,seq=8..64..256:int64") for n in ("input_ids", "attention_mask"))
+    assert ids.ranges == {"seq": [8, 64, 256]} and ids.axis_ranges() == [None, (8, 64, 256)]
+    io = IOSpec(inputs=[ids, mask])
+    assert io.sample_inputs(2)["input_ids"].shape == (2, 64)  # synthetic inputs use opt: inside the profile
+    got = _profile_shapes("input_ids", (-1, -1), {}, "latency", 4, ids.axis_ranges())
+    assert got == Shape((1, 8), (1, 64), (32, 256))
+    # through the build plan: the artifact's IO spec reaches the target's options (and the cache key)
+    art_dir = copy_artifact(digits_ckpt.path, tmp_path / "d")
+    art = Art.load(art_dir)
+    image = parse_input_option("input:batch,1,h=8..8..16,8:float32")
+    art.manifest.io.inputs[0] = image
+    p = plan(art, "tensorrt", "fp16")
+    assert p.opts.ranges == {"input": [None, None, (8, 8, 16), None]}
+    assert plan(art, "openvino", "fp32").opts.ranges == {}  # takes any shape: no profile
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("input_ids:batch,seq=1..x:int64", "is not MIN..OPT..MAX"),
+    ("input_ids:batch,seq=64..8..256:int64", "1 <= MIN <= OPT <= MAX"),
+    ("input_ids:batch,seq=1..2..3..4:int64", "is not MIN..OPT..MAX"),
+])
+def test_bad_dim_ranges_are_one_line_errors(text: str, needle: str) -> None:
+    from edgekit.errors import BadInputError
+    from edgekit.iospec import parse_input_option
+
+    with pytest.raises(BadInputError, match=needle):
+        parse_input_option(text)
+
+
+def test_inputs_sharing_a_dim_share_its_range() -> None:
+    from pydantic import ValidationError
+
+    from edgekit.iospec import IOSpec, parse_input_option
+
+    with pytest.raises(ValidationError, match="has two ranges"):
+        IOSpec(inputs=[parse_input_option("a:batch,seq=1..8..16:int64"), parse_input_option("b:batch,seq=1..8..32:int64")])
 
 
 def test_profile_covers_the_largest_batch_the_bench_runs(digits_ckpt: Artifact) -> None:
