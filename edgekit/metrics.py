@@ -36,7 +36,12 @@ def task_metric(io: IOSpec, outputs: np.ndarray, labels: np.ndarray | None, refe
     return "cosine", None
 
 
+def max_abs_error(a: np.ndarray, b: np.ndarray) -> float:
+    """max |a - b| (float64; 0 for empty arrays)."""
+    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max()) if a.size else 0.0
+
+
 def max_rel_error(a: np.ndarray, b: np.ndarray) -> float:
     """max |a - b| relative to the output's scale (max |b|, at least 1)."""
     scale = max(float(np.abs(b).max()) if b.size else 1.0, 1.0)
-    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max() / scale) if a.size else 0.0
+    return max_abs_error(a, b) / scale

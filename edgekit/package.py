@@ -106,9 +106,12 @@ def golden(art: Artifact, built: Artifact, directory: Path) -> dict[str, Any]:
     y = {k: v for k, v in y.items() if k in art.io.output_names}
     write_golden(directory / GOLDEN, x, y)
     parity = built.manifest.metrics.get("parity") or {}
-    return {"file": GOLDEN, "samples": n, "inputs": "real" if real else "synthetic", "reference": ref_name,
+    spec = {"file": GOLDEN, "samples": n, "inputs": "real" if real else "synthetic", "reference": ref_name,
             "tolerance": float(parity.get("tolerance", 1e-4)),
             "min_agreement": INT8_MIN_AGREEMENT if record.precision_requested == "int8" else 1.0}
+    if parity.get("steps"):  # INT8 outputs judged in their quantization steps, as the build was
+        spec.update(steps=parity["steps"], max_steps=parity["max_steps"])
+    return spec
 
 
 def _fill(tmp: Path, built: Artifact, art: Artifact, name: str, variant: str, metrics: dict[str, Any]) -> None:

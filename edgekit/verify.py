@@ -25,7 +25,7 @@ import numpy as np
 from edgekit import __version__
 from edgekit.cpu import detect
 from edgekit.errors import ArtifactError, ParityError
-from edgekit.metrics import agreement, max_rel_error
+from edgekit.metrics import agreement, max_abs_error, max_rel_error
 
 GOLDEN = "golden.npz"
 GOLDEN_MAX_SAMPLES = 16
@@ -85,6 +85,8 @@ def compare(got: dict[str, np.ndarray], want: dict[str, np.ndarray], spec: dict[
             where: str) -> dict[str, Any]:
     """Check outputs against the golden ones; a miss is a one-line ParityError naming ``where``."""
     tol = float(spec["tolerance"])
+    steps = {str(k): float(v) for k, v in (spec.get("steps") or {}).items()}
+    max_steps = float(spec.get("max_steps", 0))
     errors: dict[str, float] = {}
     for name, ref in want.items():
         if name not in got:
@@ -98,6 +100,13 @@ def compare(got: dict[str, np.ndarray], want: dict[str, np.ndarray], spec: dict[
         first = next(iter(want))
         agree = agreement(got[first], want[first])
     for name, err in errors.items():
+        if name in steps and np.isfinite(err):
+            off = max_abs_error(got[name], want[name]) / steps[name]
+            if off > max_steps:
+                raise ParityError(f"bundle verification failed: output '{name}' differs from the golden outputs by "
+                                  f"{off:.1f} quantization steps (tolerance {max_steps:g}) ({where})",
+                                  hint="this device computes the model differently: run `edgekit doctor` and report both lines")
+            continue
         if not np.isfinite(err) or err > tol:
             raise ParityError(f"bundle verification failed: output '{name}' differs from the golden outputs by "
                               f"{err:.3g} (tolerance {tol:g}) ({where})",

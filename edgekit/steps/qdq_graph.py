@@ -523,3 +523,57 @@ def quant_noise(path: Path, groups: dict[str, set[str]], batches: Iterator[dict[
             sig[key] += float((a**2).sum())
     ratio = {key: err[key] / max(sig[key], 1e-30) for key in pairs}
     return {group: max((ratio[k] for k in owned.get(group, ())), default=0.0) for group in groups}
+
+
+# --------------------------------------------------------------------------- output steps
+
+_PASS_THROUGH = ("Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity")
+
+
+def output_steps(path: Path) -> dict[str, float]:
+    """Per graph output, its quantization step in the output's own units: what one rounding step of
+    the last quantized tensor moves the output by. An output read from a DequantizeLinear moves by its
+    scale; one computed by a Conv/Gemm/MatMul from a quantized input ``x`` by ``scale_x * ||w_j||_2``
+    at most over output channels (one-step rounding differences across the input add in quadrature).
+    Shape-only ops and a bias Add pass through. Outputs with no such step (e.g. after a Softmax, or a
+    float graph) are left out."""
+    model = _load(path)
+    graph = model.graph
+    inits, producers, _ = _maps(graph)
+    steps: dict[str, float] = {}
+    for out in graph.output:
+        node = producers.get(out.name)
+        while node is not None and (node.op_type in _PASS_THROUGH or (node.op_type == "Add" and any(i in inits for i in node.input))):
+            node = producers.get(next(i for i in node.input if i not in inits))
+        step = _node_step(graph, node, inits, producers) if node is not None else None
+        if step is not None and step > 0:
+            steps[out.name] = step
+    return steps
+
+
+def _scale_of(dq: Any, inits: dict[str, Any]) -> np.ndarray | None:
+    from onnx import numpy_helper
+
+    return numpy_helper.to_array(inits[dq.input[1]]).astype(np.float64) if dq.input[1] in inits else None
+
+
+def _node_step(graph: Any, node: Any, inits: dict[str, Any], producers: dict[str, Any]) -> float | None:
+    if node.op_type == "DequantizeLinear":
+        scale = _scale_of(node, inits)
+        return None if scale is None else float(scale.max())
+    if node.op_type not in WEIGHTED or len(node.input) < 2:
+        return None
+    x_dq, w_dq = producers.get(node.input[0]), producers.get(node.input[1])
+    if x_dq is None or x_dq.op_type != "DequantizeLinear" or w_dq is None or w_dq.op_type != "DequantizeLinear":
+        return None
+    scale_x, w = _scale_of(x_dq, inits), _dequantized_weight(graph, w_dq, inits)
+    if scale_x is None or w is None or scale_x.size != 1:
+        return None
+    if node.op_type in ("Conv", "ConvTranspose"):
+        axis_out = 0 if node.op_type == "Conv" else 1
+        norms = np.sqrt((np.moveaxis(w, axis_out, 0).reshape(w.shape[axis_out], -1) ** 2).sum(1))
+    elif node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute):
+        norms = np.sqrt((w.reshape(w.shape[0], -1) ** 2).sum(1))
+    else:  # MatMul / Gemm: weight (in, out)
+        norms = np.sqrt((w.reshape(w.shape[0], -1) ** 2).sum(0))
+    return float(scale_x.item() * norms.max())

@@ -4,7 +4,9 @@ integers, and a build that quietly computes in float fails (its outputs alone co
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgekit.artifact import Artifact
@@ -40,3 +42,68 @@ def test_tensorrt_inspector_json_is_counted() -> None:
     ]}
     assert count_int8_layers(json.dumps(info)) == 1
     assert count_int8_layers("not json") == 0
+
+
+class _Offset:
+    """A real INT8 runtime whose first output is moved by ``by`` (what a target rounding differently
+    from the QDQ graph does, in a controlled amount)."""
+
+    def __init__(self, runtime: object, output: str, by: float) -> None:
+        self.runtime, self.output, self.by = runtime, output, by
+
+    def infer(self, inputs: dict) -> dict:  # type: ignore[type-arg]
+        out = dict(self.runtime.infer(inputs))  # type: ignore[attr-defined]
+        out[self.output] = out[self.output] + np.float32(self.by)
+        return out
+
+
+def test_output_step_of_a_dequantized_gemm(tmp_path: Path) -> None:
+    """scale_x * ||w_j||_2 for Gemm(DQ(x), DQ(w)); the DQ's scale for an output read from a DQ;
+    nothing for an output behind a Softmax."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekit.steps.qdq_graph import output_steps
+
+    w = np.array([[3, 4], [0, 1], [0, 0]], np.int8)  # (in 3, out 2): column norms 5 and sqrt(17)
+    inits = [numpy_helper.from_array(a, n) for a, n in (
+        (np.array(0.5, np.float32), "sx"), (np.array(0, np.int8), "zx"), (w, "w"),
+        (np.array(0.1, np.float32), "sw"), (np.array(0, np.int8), "zw"), (np.zeros(2, np.float32), "b"))]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "sw", "zw"], ["wd"]),
+             helper.make_node("MatMul", ["xd", "wd"], ["mm"]),
+             helper.make_node("Add", ["mm", "b"], ["y"]),
+             helper.make_node("Softmax", ["y"], ["p"])]
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "p", "xd")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])], outs, inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    steps = output_steps(tmp_path / "m.onnx")
+    assert steps == pytest.approx({"y": 0.5 * 0.1 * np.sqrt(17.0), "xd": 0.5})
+    assert "p" not in steps
+
+
+def test_int8_parity_is_judged_in_output_steps(digits_int8: Artifact) -> None:
+    """A build 10 quantization steps off the QDQ graph fails (the old relative floor of 0.1 passed it);
+    2 steps off passes, and the record says how many steps each output was off."""
+    from edgekit.build import INT8_STEPS, check_parity, parity_samples, reference_runtime, run_batched
+
+    built = build(digits_int8, "onnxruntime", "int8")
+    assert built is not None
+    step = built.manifest.metrics["parity"]["steps"]["output"]
+    ref = run_batched(reference_runtime(digits_int8, "int8")[0], parity_samples(digits_int8)[0], 8)["output"]
+    assert 10 * step / max(float(np.abs(ref).max()), 1.0) < 0.1  # the old rule would have passed it
+    with pytest.raises(ParityError, match=r"1\d\.\d steps of its quantization step"):
+        check_parity(digits_int8, _Offset(load_built(built), "output", 10 * step), "int8")  # type: ignore[arg-type]
+    ok = check_parity(digits_int8, _Offset(load_built(built), "output", 2 * step), "int8")  # type: ignore[arg-type]
+    assert 1.5 <= ok["per_output_steps"]["output"] <= INT8_STEPS and ok["max_steps"] == INT8_STEPS
+
+
+def test_verify_judges_int8_outputs_in_steps() -> None:
+    from edgekit.verify import compare
+
+    want = {"output": np.zeros((4, 10), np.float32)}
+    spec = {"tolerance": 1.0, "steps": {"output": 0.05}, "max_steps": 8}
+    assert compare({"output": want["output"] + 0.3}, want, spec, "embedding", "here")["max_error"] > 0
+    with pytest.raises(ParityError, match="9.0 quantization steps"):
+        compare({"output": want["output"] + 0.45}, want, spec, "embedding", "here")
