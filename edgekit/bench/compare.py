@@ -223,7 +223,8 @@ def bench(art: Artifact, targets: list[str] | None = None, batches: list[int] | 
         prepare(p, threads, max(batches))
     x_eval, y_eval, real = eval_inputs(art, data, samples)
     feeds = {b: {k: np.ascontiguousarray(np.resize(v, (b, *v.shape[1:]))) for k, v in x_eval.items()} for b in batches}
-    run_memory = _run_memory(plans, [i for i, p in enumerate(plans) if p.runtime is not None], feeds)
+    # without timing processes, memory is measured here (rows loaded before a row share their libraries)
+    memory = run_memory(plans, [i for i, p in enumerate(plans) if p.runtime is not None], feeds) if processes == 0 else {}
     _accuracy(plans, art, x_eval, y_eval, real, max(batches))
     rows: list[Row] = []
     cfg = TimingConfig(warmup=warmup, min_runs=min_runs, min_time=min_time)
@@ -231,7 +232,10 @@ def bench(art: Artifact, targets: list[str] | None = None, batches: list[int] | 
     if processes > 0:
         for p in plans:  # the timing processes load their own; free the memory and the threads
             p.runtime = None
-        timings = time_in_processes(art, targets, threads, live, feeds, cfg, processes, device)
+        timings, alone = time_in_processes(art, targets, threads, live, feeds, cfg, processes, device)
+        for i, p in enumerate(plans):  # each row's memory as measured in a process it had to itself
+            p.row["load_memory_mb"] = alone.get(f"{i}#load_mb")
+        memory = {(i, b): alone.get(f"{i}/{b}#run_mb") for i in live for b in batches}
     else:
         timings = time_here(plans, live, feeds, cfg)
     for batch in batches:
@@ -239,7 +243,7 @@ def bench(art: Artifact, targets: list[str] | None = None, batches: list[int] | 
             mine, base = timings.get(f"{i}/{batch}"), timings.get(f"{p.against}/{batch}")
             rows.append(_row(p, batch, threads, mine.ns if mine else None))
             rows[-1].baseline = f"{plans[p.against].target} {plans[p.against].device}"
-            run_mb, load_mb = run_memory.get((i, batch)), p.row.get("load_memory_mb")
+            run_mb, load_mb = memory.get((i, batch)), p.row.get("load_memory_mb")
             rows[-1].memory_mb = None if run_mb is None or load_mb is None else load_mb + run_mb
             if base is not None and mine is not None and rows[-1].latency_ms is not None:
                 rows[-1].speedup = speedup(base.ns, mine.ns, base.rounds, mine.rounds)
@@ -253,7 +257,7 @@ def bench(art: Artifact, targets: list[str] | None = None, batches: list[int] | 
         created=stamp, machine=machine(),
         config=BenchConfig(artifact=str(art.path), root=str(root.path), targets=[resolve(t).name for t in targets],
                            batches=batches, threads=threads, warmup=warmup, min_runs=min_runs, min_time=min_time,
-                           processes=processes,
+                           processes=processes, memory="own process per row" if processes > 0 else "bench process",
                            data=data, split="test" if real else "synthetic", eval_samples=len(next(iter(x_eval.values())))),
         rows=rows,
     )
@@ -272,7 +276,7 @@ class Samples:
     rounds: list[int]
 
 
-def _run_memory(plans: list[Plan], live: list[int], feeds: dict[int, dict[str, np.ndarray]]) -> dict[tuple[int, int], float | None]:
+def run_memory(plans: list[Plan], live: list[int], feeds: dict[int, dict[str, np.ndarray]]) -> dict[tuple[int, int], float | None]:
     """Per row and batch: the memory a call adds at its peak on top of the loaded runtime (activation
     buffers, workspaces), one row at a time, each row's first calls, batches in ascending order (a
     runtime keeps the buffers of a smaller batch, so each batch adds what it needs beyond them),
@@ -310,9 +314,11 @@ def time_here(plans: list[Plan], live: list[int], feeds: dict[int, dict[str, np.
 
 def time_in_processes(art: Artifact, targets: list[str], threads: int, live: list[int],
                       feeds: dict[int, dict[str, np.ndarray]], cfg: TimingConfig, processes: int,
-                      device: str | None = None) -> dict[str, Samples]:
+                      device: str | None = None) -> tuple[dict[str, Samples], dict[str, float]]:
     """Time the rows in ``processes`` fresh processes, one after the other (edgekit.bench.worker says
-    why), and pool their samples (rounds numbered apart per process: rows pair only within one)."""
+    why), and pool their samples (rounds numbered apart per process: rows pair only within one).
+    Also each row's memory, measured in a process where it was loaded first: the timing process it
+    leads, else one of its own (``"<i>#load_mb"``, ``"<i>/<batch>#run_mb"``)."""
     import dataclasses
     import json
     import os
@@ -321,29 +327,35 @@ def time_in_processes(art: Artifact, targets: list[str], threads: int, live: lis
     import tempfile
 
     pooled: dict[str, Samples] = {}
+    memory: dict[str, float] = {}
+    unled = live[processes:]  # rows no timing process loads first: each gets a short process of its own
+    runs: list[tuple[list[int], int, dict[str, Any] | None]] = [(live, k, dataclasses.asdict(cfg)) for k in range(processes)]
+    runs += [([i], 0, None) for i in unled]
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp, console.progress() as bar:
         names = list(next(iter(feeds.values())))
         np.savez(Path(tmp) / "feeds.npz", **{f"b{b}/{n}": a for b, f in feeds.items() for n, a in f.items()})  # type: ignore[arg-type]  # numpy types **kwds as bool
-        task = bar.add_task(f"timing {len(live) * len(feeds)} rows in {processes} processes", total=processes, status="")
-        for k in range(processes):
-            spec = {"artifact": str(art.path), "targets": targets, "device": device, "threads": threads, "rows": live,
+        task = bar.add_task(f"timing {len(live) * len(feeds)} rows in {processes} processes", total=len(runs), status="")
+        for k, (rows, rotate, timing) in enumerate(runs):
+            spec = {"artifact": str(art.path), "targets": targets, "device": device, "threads": threads, "rows": rows,
                     "batches": list(feeds), "inputs": names, "feeds": str(Path(tmp) / "feeds.npz"),
-                    "timing": dataclasses.asdict(cfg), "trust": trust.state(),
-                    "sys_path": sys.path, "rotate": k, "parent": os.getpid(), "out": str(Path(tmp) / f"samples{k}.npz")}
+                    "timing": timing, "trust": trust.state(),
+                    "sys_path": sys.path, "rotate": rotate, "parent": os.getpid(), "out": str(Path(tmp) / f"samples{k}.npz")}
             (Path(tmp) / f"spec{k}.json").write_text(json.dumps(spec))
             res = subprocess.run([sys.executable, "-m", "edgekit.bench.worker", str(Path(tmp) / f"spec{k}.json")],  # noqa: S603
                                  capture_output=True, text=True, check=False)
             if res.returncode != 0:
                 last = (res.stderr.strip().splitlines() or ["no message"])[-1]
-                raise EdgekitError(f"timing process {k + 1} of {processes} failed: {last}",
+                what = f"timing process {k + 1} of {processes}" if timing else f"memory process for row {rows[0]}"
+                raise EdgekitError(f"{what} failed: {last}",
                                    hint="run with --processes 0 to time in this process and see the full error")
             with np.load(Path(tmp) / f"samples{k}.npz", allow_pickle=False) as f:
-                for key in (name for name in f.files if not name.endswith("#rounds")):
+                memory |= {name: float(f[name][0]) for name in f.files if name.endswith("_mb")}
+                for key in (name for name in f.files if not name.endswith(("#rounds", "_mb"))):
                     into = pooled.setdefault(key, Samples([], []))
                     into.ns.extend(int(x) for x in f[key])
                     into.rounds.extend(k * PROCESS_STRIDE + int(r) for r in f[f"{key}#rounds"])
             bar.advance(task)
-    return pooled
+    return pooled, memory
 
 
 def _accuracy(plans: list[Plan], art: Artifact, x: dict[str, np.ndarray], y: np.ndarray | None, real: bool, batch: int) -> None:

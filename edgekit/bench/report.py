@@ -83,6 +83,7 @@ class BenchConfig(BaseModel):
     min_runs: int
     min_time: float
     processes: int | None = None  # fresh processes the rows were timed in (0: in the bench process)
+    memory: str | None = None  # where each row's memory was measured: "own process per row" | "bench process"
     data: str | None
     split: str
     eval_samples: int | None

@@ -7,6 +7,11 @@ other, and pools their samples (pyperf does the same with its worker processes).
 that process: it loads the rows ``bench`` already built (from the build cache), times them with the
 alternating-block harness on the inputs ``bench`` wrote, and saves the samples. It reads JSON and an
 ``.npz`` without pickles, and writes an ``.npz``.
+
+The row a process loads first is alone in it: that row's memory is measured there, before anything
+else is loaded (the runtime's libraries, its model, then one call per batch, smallest first), so a
+row's memory does not depend on which rows ran before it. ``"timing": null`` measures that one row
+and stops (for rows no timing process leads).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import numpy as np
 def run(spec: dict[str, Any]) -> None:
     from edgekit import console, trust
     from edgekit.artifact import Artifact
-    from edgekit.bench.compare import plan_rows, prepare
+    from edgekit.bench.compare import plan_rows, prepare, run_memory
     from edgekit.bench.harness import Timed, TimingConfig, time_variants
 
     console.set_quiet(True)
@@ -33,15 +38,26 @@ def run(spec: dict[str, Any]) -> None:
     rows = list(spec["rows"])
     k = int(spec["rotate"]) % len(rows)
     timed: dict[str, Timed] = {}
-    for i in rows[k:] + rows[:k]:  # a different row leads in each process
+    arrays: dict[str, np.ndarray] = {}
+    order = rows[k:] + rows[:k]  # a different row leads in each process
+    for i in order:
         p = plans[i]
         prepare(p, int(spec["threads"]), max(int(b) for b in spec["batches"]))
         if p.runtime is None:
             raise RuntimeError(f"{p.variant} on {p.target}: {p.row.get('reason', 'did not load')}")
+        if i == order[0]:  # alone in this process so far: its memory is its own
+            if p.row.get("load_memory_mb") is not None:
+                arrays[f"{i}#load_mb"] = np.asarray([p.row["load_memory_mb"]], dtype=np.float64)
+            for (_, b), mb in run_memory(plans, [i], feeds).items():
+                if mb is not None:
+                    arrays[f"{i}/{b}#run_mb"] = np.asarray([mb], dtype=np.float64)
+            if spec["timing"] is None:
+                break
         for b in spec["batches"]:
             timed[f"{i}/{b}"] = Timed(f"{p.variant}/{p.target}/b{b}", p.runtime, feeds[int(b)])
-    time_variants(list(timed.values()), TimingConfig(**spec["timing"]))
-    arrays = {key: np.asarray(t.samples_ns, dtype=np.int64) for key, t in timed.items()}
+    if spec["timing"] is not None:
+        time_variants(list(timed.values()), TimingConfig(**spec["timing"]))
+    arrays |= {key: np.asarray(t.samples_ns, dtype=np.int64) for key, t in timed.items()}
     arrays |= {f"{key}#rounds": np.asarray(t.rounds, dtype=np.int64) for key, t in timed.items()}
     np.savez(spec["out"], **arrays)  # type: ignore[arg-type]
 
