@@ -37,10 +37,14 @@ from edgekit.targets.catalog import CATALOG, TargetInfo, check_precision, load_t
 # max |error| relative to the output scale, per precision; INT8 also needs top-1 agreement
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 6e-2, "int8": 0.1}
 INT8_MIN_AGREEMENT = 0.95
-# how many quantization steps of an output an INT8 build may differ from the QDQ graph by: measured at
-# <= 2.9 on digits, a depthwise net and EfficientNet-Lite0 on ONNX Runtime and OpenVINO (x86-amx);
-# a target that ignored the Q/DQ nodes is caught by check_integer_kernels, not by this
+# An INT8 output may differ from the QDQ graph by the larger of INT8_STEPS of its quantization step
+# and INT8_QUANT_FACTOR x the graph's own error against float. Integer kernels round near-ties their
+# own way at every requantization, and those differences grow through depth as quantization noise
+# does. Measured on x86-amx (benchmarks/parity_steps.py): shallow nets (digits, a depthwise net,
+# EfficientNet-Lite0) <= 4.9 steps; ResNet-18 / MobileNetV3 at 224 up to 26 steps, 1.3 x their own
+# error. A target that ignored the Q/DQ nodes is caught by check_integer_kernels, not by this.
 INT8_STEPS = 8
+INT8_QUANT_FACTOR = 2.0
 PARITY_ROWS = 32
 
 
@@ -250,8 +254,9 @@ def run_batched(runtime: Runtime, inputs: dict[str, np.ndarray], batch: int) -> 
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def _quantization_error(art: Artifact, samples: dict[str, np.ndarray], ref_all: dict[str, np.ndarray]) -> float | None:
-    """How far the QDQ graph itself is from the float model (max relative error over outputs)."""
+def _quantization_error(art: Artifact, samples: dict[str, np.ndarray], ref_all: dict[str, np.ndarray]) -> dict[str, float]:
+    """How far the QDQ graph itself is from the float model, per output (max absolute error); empty
+    when there is no float model to ask."""
     from edgekit.targets.onnxruntime import OrtRuntime
 
     if art.manifest.model is not None:
@@ -262,10 +267,10 @@ def _quantization_error(art: Artifact, samples: dict[str, np.ndarray], ref_all: 
     else:
         parent = art.parent()
         if parent is None or parent.onnx_path is None or parent.manifest.quantized:
-            return None
+            return {}
         float_rt = OrtRuntime(parent.onnx_path, ["CPUExecutionProvider"], threads=None)
     float_out = run_batched(float_rt, samples, 8)
-    return max(max_rel_error(ref_all[n], float_out[n]) for n in art.io.output_names if n in float_out)
+    return {n: max_abs_error(ref_all[n], float_out[n]) for n in art.io.output_names if n in float_out}
 
 
 def check_integer_kernels(art: Artifact, runtime: Runtime, record: Any) -> int | None:
@@ -316,23 +321,25 @@ def check_parity(art: Artifact, runtime: Runtime, precision: str) -> dict[str, A
             a = agreement(got[main], ref_all[main])
             agree = a if agree is None else min(agree, a)
     steps: dict[str, float] = {}
+    bounds: dict[str, float] = {}  # INT8: per output, the absolute difference allowed
     if precision == "int8":
         from edgekit.steps.qdq_graph import output_steps
 
         assert art.onnx_path is not None  # noqa: S101 - checked by plan()
         steps = {n: s for n, s in output_steps(art.onnx_path).items() if n in worst}
-        if set(worst) - set(steps):
-            # no step to judge by (e.g. a Softmax after the last layer): the graph's own quantization error
-            quant_err = _quantization_error(art, samples, ref_all)
-            if quant_err is not None:
-                tol = max(tol, 1.5 * quant_err)
+        quant_err = _quantization_error(art, samples, ref_all)
+        for name in worst:
+            scale = max(float(np.abs(ref_all[name]).max()) if ref_all[name].size else 1.0, 1.0)
+            own = INT8_QUANT_FACTOR * quant_err[name] if name in quant_err else 0.0
+            # with no step (e.g. a Softmax after the last layer) the relative floor stays
+            bounds[name] = max(INT8_STEPS * steps[name] if name in steps else tol * scale, own)
     for name, err in worst.items():
-        if name in steps:
-            if worst_abs[name] > INT8_STEPS * steps[name]:
+        if name in bounds:
+            if worst_abs[name] > bounds[name]:
+                off = f", {worst_abs[name] / steps[name]:.1f} output steps of {steps[name]:.3g}" if name in steps else ""
                 raise ParityError(
-                    f"build output '{name}' differs from {ref_name} by {worst_abs[name]:.3g}, "
-                    f"{worst_abs[name] / steps[name]:.1f} steps of its quantization step {steps[name]:.3g} "
-                    f"(tolerance {INT8_STEPS} steps)",
+                    f"build output '{name}' differs from {ref_name} by {worst_abs[name]:.3g}{off} (tolerance "
+                    f"{bounds[name]:.3g}: the larger of {INT8_STEPS} steps and {INT8_QUANT_FACTOR:g} x the QDQ graph's own error)",
                     hint="the target may compute this model differently; report it with --debug output")
         elif err > tol:
             raise ParityError(
@@ -343,6 +350,6 @@ def check_parity(art: Artifact, runtime: Runtime, precision: str) -> dict[str, A
         raise ParityError(f"INT8 build agrees with the QDQ reference on only {agree:.1%} of samples")
     record: dict[str, Any] = {"reference": ref_name, "samples": "real" if real else "synthetic", "tolerance": tol,
                               "max_error": max(worst.values()), "per_output": worst, "agreement": agree}
-    if steps:
-        record.update(steps=steps, max_steps=INT8_STEPS, per_output_steps={n: worst_abs[n] / s for n, s in steps.items()})
+    if bounds:
+        record.update(abs_tolerance=bounds, steps=steps, per_output_steps={n: worst_abs[n] / s for n, s in steps.items()})
     return record

@@ -109,8 +109,8 @@ def golden(art: Artifact, built: Artifact, directory: Path) -> dict[str, Any]:
     spec = {"file": GOLDEN, "samples": n, "inputs": "real" if real else "synthetic", "reference": ref_name,
             "tolerance": float(parity.get("tolerance", 1e-4)),
             "min_agreement": INT8_MIN_AGREEMENT if record.precision_requested == "int8" else 1.0}
-    if parity.get("steps"):  # INT8 outputs judged in their quantization steps, as the build was
-        spec.update(steps=parity["steps"], max_steps=parity["max_steps"])
+    if parity.get("abs_tolerance"):  # INT8 outputs: the absolute bound the build was held to
+        spec["abs_tolerance"] = parity["abs_tolerance"]
     return spec
 
 
