@@ -24,12 +24,14 @@ def nncf_available() -> str | None:
 
 
 def nncf_int8(onnx_path: Path, calib: dict[str, np.ndarray], *, transformer: bool = False,
-              subset_size: int = 300, preset: str | None = None) -> tuple[Any, float]:
+              subset_size: int = 300, preset: str | None = None,
+              fast_bias_correction: bool = True) -> tuple[Any, float]:
     """(quantized openvino.Model, seconds): ``nncf.quantize(ov.convert_model(onnx), dataset)``.
 
     NNCF's defaults: the ``performance`` preset (symmetric activations, unsigned where they cannot be
     negative) for CNNs, ``mixed`` (asymmetric activations) with ``model_type=TRANSFORMER``;
-    ``preset`` ("performance" | "mixed") overrides it."""
+    ``preset`` ("performance" | "mixed") overrides it. ``fast_bias_correction=False`` is NNCF's full
+    bias correction (on the calibration data) instead of its default fast one."""
     import nncf
     import openvino as ov
 
@@ -41,7 +43,8 @@ def nncf_int8(onnx_path: Path, calib: dict[str, np.ndarray], *, transformer: boo
     extra: dict[str, Any] = {"model_type": nncf.ModelType.TRANSFORMER} if transformer else {}
     if preset is not None:
         extra["preset"] = nncf.QuantizationPreset(preset)
-    quantized = nncf.quantize(model, nncf.Dataset(items), subset_size=min(subset_size, n), **extra)
+    quantized = nncf.quantize(model, nncf.Dataset(items), subset_size=min(subset_size, n),
+                              fast_bias_correction=fast_bias_correction, **extra)
     return quantized, time.perf_counter() - started
 
 

@@ -112,8 +112,8 @@ def builder_config(builder: trt.Builder, opts: BuildOptions) -> trt.IBuilderConf
 def _profile_shapes(name: str, dims: tuple[int, ...], given: dict[str, Shape], hint: str,
                     max_batch: int | None = None, ranges: list[tuple[int, int, int] | None] | None = None) -> Shape:
     """min / opt / max for one input: what --shape gave, else batch 1..max(32, the largest batch the
-    caller runs) with opt 1 (latency) or 8 (throughput), and for other dynamic dims the IO spec's
-    range for that dim (``seq=1..128..512``), else DEFAULT_SEQ."""
+    caller runs) with opt 1 (latency) or 8 (throughput), and for other dynamic dims DEFAULT_SEQ; a
+    dim the IO spec gives a range (``seq=1..128..512``) takes that range."""
     if name in given:
         return given[name]
     top = max(DEFAULT_MAX_BATCH, max_batch or 0)
@@ -124,10 +124,10 @@ def _profile_shapes(name: str, dims: tuple[int, ...], given: dict[str, Shape], h
             mn.append(d)
             opt.append(d)
             mx.append(d)
-        elif i > 0 and spec is not None:
+        elif spec is not None:  # the batch too, when the IO spec ranges it: still up to what the caller runs
             mn.append(spec[0])
             opt.append(spec[1])
-            mx.append(spec[2])
+            mx.append(max(spec[2], max_batch or 0) if i == 0 else spec[2])
         elif i == 0:
             mn.append(1)
             opt.append(1 if hint == "latency" else min(8, top))

@@ -90,6 +90,8 @@ def test_profile_takes_dynamic_dims_from_the_io_spec(digits_ckpt: Artifact, tmp_
     assert io.sample_inputs(2)["input_ids"].shape == (2, 64)  # synthetic inputs use opt: inside the profile
     got = _profile_shapes("input_ids", (-1, -1), {}, "latency", 4, ids.axis_ranges())
     assert got == Shape((1, 8), (1, 64), (32, 256))
+    batched = parse_input_option("x:batch=1..4..16,seq=8..64..256:int64")  # a ranged batch still covers the bench's
+    assert _profile_shapes("x", (-1, -1), {}, "latency", 64, batched.axis_ranges()) == Shape((1, 8), (4, 64), (64, 256))
     # through the build plan: the artifact's IO spec reaches the target's options (and the cache key)
     art_dir = copy_artifact(digits_ckpt.path, tmp_path / "d")
     art = Art.load(art_dir)
