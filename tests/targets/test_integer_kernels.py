@@ -86,7 +86,13 @@ def test_output_step_of_a_dequantized_gemm(tmp_path: Path) -> None:
 def test_int8_parity_is_tied_to_the_output_step(digits_int8: Artifact) -> None:
     """A build 10 quantization steps off the QDQ graph fails (the old relative floor of 0.1 passed it);
     2 steps off passes, and the record says how many steps each output was off and the bound."""
-    from edgekit.build import INT8_STEPS, check_parity, parity_samples, reference_runtime, run_batched
+    from edgekit.build import (
+        INT8_STEPS,
+        check_parity,
+        parity_samples,
+        reference_runtime,
+        run_batched,
+    )
 
     built = build(digits_int8, "onnxruntime", "int8")
     assert built is not None
