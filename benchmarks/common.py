@@ -250,7 +250,7 @@ class OvModelRuntime:
 
 def run_all(rt: Any, inputs: dict[str, np.ndarray], batch: int = 256) -> np.ndarray:
     """The first output of a runtime over all samples."""
-    from edgekit.build import run_batched
+    from edgekit.targets.base import run_batched
 
     out = run_batched(rt, inputs, batch)
     return next(iter(out.values()))

@@ -56,6 +56,7 @@ def model_rows(name: str, work: Path) -> list[dict[str, Any]]:
     import edgekit.build as b
     from edgekit.compress import compress
     from edgekit.steps.qdq_graph import output_steps
+    from edgekit.targets.base import run_batched
 
     ckpt = checkpoint(name, work)
     rows = []
@@ -63,14 +64,14 @@ def model_rows(name: str, work: Path) -> list[dict[str, Any]]:
         art = compress(ckpt, recipe, out=work / f"{name}-{recipe}", overwrite=True)
         assert art is not None and art.onnx_path is not None
         samples, _ = b.parity_samples(art)
-        ref = b.run_batched(b.reference_runtime(art, "int8")[0], samples, 8)["output"]
+        ref = run_batched(b.reference_runtime(art, "int8")[0], samples, 8)["output"]
         own = b._quantization_error(art, samples, {"output": ref})["output"]
         step = output_steps(art.onnx_path)["output"]
         scale = max(float(np.abs(ref).max()), 1.0)
         for target in ("onnxruntime", "openvino"):
             built = b.build(art, target, "int8")
             assert built is not None
-            err = max(float(np.abs(b.run_batched(b.load_built(built), samples, n)["output"] - ref).max()) for n in (1, 8))
+            err = max(float(np.abs(run_batched(b.load_built(built), samples, n)["output"] - ref).max()) for n in (1, 8))
             rows.append({"model": name, "profile": recipe, "target": target, "steps": err / step, "relative": err / scale,
                          "vs_own_error": err / own, "own_error_steps": own / step, "step": step,
                          "within_bound": err <= max(INT8_STEPS * step, INT8_QUANT_FACTOR * own)})

@@ -543,3 +543,10 @@ def resolve_artifact(arg: str | None, kinds: tuple[str, ...], announce: Any = No
 def cache_key(*parts: Any) -> str:
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def relative_parent(child: Path, parent: Path) -> str:
+    """``Lineage.parent``: the parent artifact's path relative to the child's directory."""
+    import os
+
+    return os.path.relpath(parent.resolve(), child.resolve())

@@ -31,7 +31,7 @@ from edgekit.artifact import (
 )
 from edgekit.errors import ArtifactError, BadInputError, ParityError
 from edgekit.metrics import agreement, max_abs_error, max_rel_error
-from edgekit.targets.base import BuildOptions, Runtime, Shape
+from edgekit.targets.base import BuildOptions, Runtime, Shape, run_batched
 from edgekit.targets.catalog import CATALOG, TargetInfo, check_precision, load_target, resolve
 
 # max |error| relative to the output scale, per precision; INT8 also needs top-1 agreement
@@ -242,16 +242,6 @@ def reference_runtime(art: Artifact, precision: str) -> tuple[Runtime, str]:
 
         return TorchRuntime(load_module(art), art.io.output_names), "torch"
     return OrtRuntime(art.onnx_path, ["CPUExecutionProvider"], threads=None), "onnxruntime-fp32"
-
-
-def run_batched(runtime: Runtime, inputs: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
-    n = next(iter(inputs.values())).shape[0]
-    parts: dict[str, list[np.ndarray]] = {}
-    for i in range(0, n, batch):
-        out = runtime.infer({k: np.ascontiguousarray(v[i : i + batch]) for k, v in inputs.items()})
-        for k, v in out.items():
-            parts.setdefault(k, []).append(v)
-    return {k: np.concatenate(v) for k, v in parts.items()}
 
 
 def _quantization_error(art: Artifact, samples: dict[str, np.ndarray], ref_all: dict[str, np.ndarray]) -> dict[str, float]:

@@ -12,8 +12,10 @@ from edgekit.artifact import (
     Lineage,
     Manifest,
     ModelSpec,
+    cache_key,
     finalize,
     library_versions,
+    relative_parent,
     staging,
 )
 from edgekit.data import match_inputs, resolve_source
@@ -93,3 +95,40 @@ def load_module(art: Artifact) -> nn.Module:
     if spec.weights not in art.manifest.files:
         raise ArtifactError(f"{art.path} lists no weights file '{spec.weights}'")
     return build(spec, art.io, weights)
+
+
+def reexport(art: Artifact, *, opset: int | None = None, inputs: list[Any] | None = None, io: IOSpec | None = None,
+             slim: bool = False, out: Path | None = None, overwrite: bool = False) -> Any:
+    """Export an artifact's torch module again with other options, into its cache (or --out).
+
+    The result is an artifact of the same kind with the same weights, so it builds like its parent.
+    """
+    import shutil
+
+    from edgekit.export import DEFAULT_OPSET, export_onnx
+
+    opset = opset or DEFAULT_OPSET
+    if art.manifest.model is None:
+        raise BadInputError(f"{art.path} is an ONNX-only model; there is no torch module to export again")
+    new_io = io or art.io
+    if inputs:
+        new_io = new_io.model_copy(update={"inputs": inputs})
+    key = cache_key(art.sha256, opset, new_io.model_dump(), slim)
+    target = out or (art.path / "exports" / f"opset{opset}-{key}")
+    if out is None and (target / "manifest.json").is_file():
+        return Artifact.load(target)
+    module = load_module(art)
+    samples = sample_inputs(new_io, art.manifest.data)
+    with staging(target, overwrite=overwrite or out is None, inputs=art.chain_paths()) as tmp:
+        shutil.copyfile(art.path / art.manifest.model.weights, tmp / art.manifest.model.weights)
+        new_io, metrics = export_onnx(module, new_io, tmp / "model.onnx", samples, opset=opset, slim=slim)
+        manifest = Manifest(
+            kind=art.manifest.kind, name=f"{art.manifest.name}-export", model=art.manifest.model, onnx="model.onnx",
+            io=new_io, data=art.manifest.data,
+            lineage=Lineage(parent=relative_parent(target, art.path), parent_sha256=art.sha256, step="export",
+                            config={"opset": opset, "slim": slim}, versions=library_versions()),
+            metrics={**{k: v for k, v in art.manifest.metrics.items() if k not in ("onnx_parity", "opset")},
+                     **metrics, "size_bytes": (tmp / "model.onnx").stat().st_size},
+        )
+        finalize(tmp, manifest)
+    return Artifact.load(target)

@@ -24,6 +24,7 @@ from edgekit.artifact import (
     check_output,
     finalize,
     library_versions,
+    relative_parent,
     staging,
 )
 from edgekit.errors import ArtifactError, BadInputError, BudgetError, DataError
@@ -154,7 +155,7 @@ def _finish(art: Artifact, recipe: Recipe, recipe_path: Path, data: str, out: Pa
             quantized=state.quantized,
             io=state.io,
             data=data or None,
-            lineage=Lineage(parent=_rel(out, art.path), parent_sha256=art.sha256, step=f"compress:{recipe.name}",
+            lineage=Lineage(parent=relative_parent(out, art.path), parent_sha256=art.sha256, step=f"compress:{recipe.name}",
                             config={"recipe": recipe.model_dump(mode="json"), "recipe_file": str(recipe_path)},
                             versions=library_versions()),
             metrics=metrics,
@@ -169,12 +170,6 @@ def _finish(art: Artifact, recipe: Recipe, recipe_path: Path, data: str, out: Pa
             hint="raise max_accuracy_drop, calibrate with more samples, or keep more layers in float (ignore:)",
         )
     return result
-
-
-def _rel(child: Path, parent: Path) -> str:
-    import os
-
-    return os.path.relpath(parent.resolve(), child.resolve())
 
 
 def _write_model(state: State, tmp: Path, data: str) -> list[str]:

@@ -22,7 +22,7 @@ def split_inputs(data: str, split: str, io: IOSpec) -> tuple[dict[str, np.ndarra
 def predict_onnx(path: Path, inputs: dict[str, np.ndarray], batch: int = 256, threads: int = 2,
                  optimization: str = "all") -> np.ndarray:
     """The first output of an ONNX graph over all samples, on ONNX Runtime's CPU provider."""
-    from edgekit.build import run_batched
+    from edgekit.targets.base import run_batched
     from edgekit.targets.onnxruntime import OrtRuntime
 
     rt = OrtRuntime(path, ["CPUExecutionProvider"], threads=threads, optimization=optimization)

@@ -93,7 +93,8 @@ def package(art: Artifact, target: str, precision: str | None = None, out: Path 
 def golden(art: Artifact, built: Artifact, directory: Path) -> dict[str, Any]:
     """Write ``golden.npz`` (real test inputs and the reference's outputs for them) into ``directory``
     and return the bundle's verify spec: the tolerance the build passed with."""
-    from edgekit.build import parity_samples, reference_runtime, run_batched
+    from edgekit.build import parity_samples, reference_runtime
+    from edgekit.targets.base import run_batched
     from edgekit.verify import GOLDEN, INT8_MIN_AGREEMENT, golden_rows, write_golden
 
     record = built.manifest.target

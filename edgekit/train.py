@@ -370,3 +370,20 @@ def train(cfg: TrainConfig, out: Path | None = None, *, resume: bool = False, ov
         dist.destroy_process_group()
     console.info(f"[green]saved[/green] {out}  test {metric} {test_score:.4f} (best epoch {result.best_epoch})")
     return art
+
+
+def finetune(model: nn.Module, io: IOSpec, data: str, *, epochs: int, lr: float, batch_size: int,
+             device: torch.device, label: str = "fine-tune") -> dict[str, Any]:
+    """Train ``model`` in place with the task loss on ``data``'s train split; keeps the best epoch on
+    val (the ``finetune`` step, and the prune step between its stages)."""
+    from edgekit.evaluate import split_inputs
+
+    train = split_inputs(data, "train", io)
+    val = split_inputs(data, "val", io)
+    if train[1] is None:
+        raise BadInputError(f"fine-tuning needs labelled data; '{data}' has no labels", hint="use a distill step")
+    result = fit(model, train, val, io, epochs=epochs, lr=lr, batch_size=batch_size, device=device,
+                 loss_fn=task_loss(io.task), label=label, ddp=init_distributed(device))
+    model.load_state_dict(result.best_state)
+    model.cpu().eval()
+    return {"epochs": epochs, "best_epoch": result.best_epoch, "val": result.best_score}

@@ -177,7 +177,7 @@ def eval_inputs(art: Artifact, data: str | None, samples: int | None) -> tuple[d
 
 
 def run_all(rt: Runtime, inputs: dict[str, np.ndarray], out_name: str, batch: int) -> np.ndarray:
-    from edgekit.build import run_batched
+    from edgekit.targets.base import run_batched
 
     return run_batched(rt, inputs, batch)[out_name]
 

@@ -33,8 +33,8 @@ def command(artifact: str | None, opset: int, inputs: tuple[str, ...], io_spec: 
             out: str | None, overwrite: bool, trust_code: bool, as_json: bool) -> None:
     """Export ARTIFACT's torch model to ONNX again (other opset, inputs, slimming); checked against torch."""
     from edgekit.artifact import resolve_artifact
+    from edgekit.checkpoint import reexport
     from edgekit.commands._common import input_specs, trust
-    from edgekit.export import reexport
 
     trust(trust_code)
     art = resolve_artifact(artifact, ("checkpoint", "compressed"), announce)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.data import Batch, Source, seeded_split
+from edgekit.data.source import Batch, Source, seeded_split
 from edgekit.errors import DataError, MissingExtraError
 
 FASHION_LABELS = [

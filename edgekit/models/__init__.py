@@ -179,7 +179,7 @@ def build(spec: ModelSpec, io: IOSpec, weights: Path | None = None) -> nn.Module
     """Rebuild a module: factory -> pruning structure replayed -> safetensors weights. In eval mode."""
     model = create(spec)
     if spec.pruning:
-        from edgekit.steps.prune import apply_structure
+        from edgekit.models.structure import apply_structure
 
         apply_structure(model, spec.pruning, io)
     if weights is not None:

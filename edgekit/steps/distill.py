@@ -19,7 +19,6 @@ from torch.nn import functional as F  # noqa: N812
 from edgekit import console
 from edgekit.artifact import ModelSpec
 from edgekit.errors import BadInputError, ModelError
-from edgekit.iospec import IOSpec
 from edgekit.recipe import DistillStep, FinetuneStep
 from edgekit.steps import Context, State
 
@@ -30,30 +29,14 @@ def _device() -> torch.device:
     return select_device("auto")
 
 
-def finetune(model: nn.Module, io: IOSpec, ctx: Context, *, epochs: int, lr: float, batch_size: int,
-             label: str = "fine-tune", data: str | None = None) -> dict[str, Any]:
-    """Train ``model`` in place with the task loss; keeps the best epoch on val."""
-    from edgekit.evaluate import split_inputs
-    from edgekit.train import fit, init_distributed, task_loss
-
-    source = data or ctx.data
-    train = split_inputs(source, "train", io)
-    val = split_inputs(source, "val", io)
-    if train[1] is None:
-        raise BadInputError(f"fine-tuning needs labelled data; '{source}' has no labels", hint="use a distill step")
-    device = _device()
-    result = fit(model, train, val, io, epochs=epochs, lr=lr, batch_size=batch_size, device=device,
-                 loss_fn=task_loss(io.task), label=label, ddp=init_distributed(device))
-    model.load_state_dict(result.best_state)
-    model.cpu().eval()
-    return {"epochs": epochs, "best_epoch": result.best_epoch, "val": result.best_score}
-
-
 def run_finetune(state: State, opts: FinetuneStep, ctx: Context) -> State:
     if state.module is None:
         raise ModelError("finetune needs a torch module")
     model = copy.deepcopy(state.module)
-    note = finetune(model, state.io, ctx, epochs=opts.epochs, lr=opts.lr, batch_size=opts.batch_size, data=opts.data)
+    from edgekit.train import finetune
+
+    note = finetune(model, state.io, opts.data or ctx.data, epochs=opts.epochs, lr=opts.lr, batch_size=opts.batch_size,
+                    device=_device())
     return State(module=model, spec=state.spec, io=state.io, onnx=None, notes={"finetune": note})
 
 

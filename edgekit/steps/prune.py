@@ -20,48 +20,16 @@ from torch import nn
 from edgekit import console
 from edgekit.errors import ModelError, require
 from edgekit.iospec import IOSpec
+from edgekit.models.structure import (
+    Example,
+    attention_modules,
+    example_inputs,
+    fix_attention,
+    forward_fn,
+)
 from edgekit.recipe import PruneStep
 from edgekit.steps import Context, State
 from edgekit.torchutil import call, count_ops, first_output
-
-ATTENTION_ATTRS = (
-    # (module attr holding the head count, q/k/v linear names, head-size attr, total-size attr)
-    ("num_heads", ("query", "key", "value"), "head_dim", None),  # edgekit's zoo
-    ("num_attention_heads", ("query", "key", "value"), "attention_head_size", "all_head_size"),  # HF BERT
-)
-
-
-Example = dict[str, torch.Tensor]  # two samples of each input, by name
-
-
-def _example(io: IOSpec, inputs: dict[str, np.ndarray] | None = None) -> Example:
-    arrays = inputs if inputs is not None else io.sample_inputs(2)
-    return {k: torch.from_numpy(np.ascontiguousarray(v[:2])) for k, v in arrays.items()}
-
-
-def _forward_fn(model: nn.Module, example: Example) -> Any:
-    return first_output(call(model, example))
-
-
-def attention_modules(model: nn.Module) -> dict[nn.Module, tuple[str, tuple[nn.Linear, ...], str, str | None]]:
-    """Self-attention blocks with separate q/k/v projections, keyed by the block."""
-    found = {}
-    for module in model.modules():
-        for heads_attr, names, size_attr, total_attr in ATTENTION_ATTRS:
-            if hasattr(module, heads_attr) and all(isinstance(getattr(module, n, None), nn.Linear) for n in names):
-                found[module] = (heads_attr, tuple(getattr(module, n) for n in names), size_attr, total_attr)
-    return found
-
-
-def fix_attention(model: nn.Module) -> None:
-    """After whole heads are removed, tell each attention block how many heads it has left."""
-    for module, (heads_attr, linears, size_attr, total_attr) in attention_modules(model).items():
-        head_size = getattr(module, size_attr, None)
-        if not head_size:
-            continue
-        setattr(module, heads_attr, linears[0].out_features // int(head_size))
-        if total_attr:
-            setattr(module, total_attr, linears[0].out_features)
 
 
 def _head_layer(model: nn.Module, example: Example) -> list[nn.Module]:
@@ -152,7 +120,7 @@ def run(state: State, opts: PruneStep, ctx: Context) -> State:
     if state.module is None or state.spec is None:
         raise ModelError("prune needs a torch module")
     train_x, train_y = split_inputs(ctx.data, "train", state.io)
-    example = _example(state.io, train_x)
+    example = example_inputs(state.io, train_x)
     base = copy.deepcopy(state.module).eval()
     check_runs(base, example)
     macs0, params0 = _macs_params(base, example)
@@ -212,7 +180,7 @@ def _prune(model: nn.Module, example: Example, io: IOSpec, opts: PruneStep, ctx:
         pruning_ratio=opts.max_pruning_ratio, max_pruning_ratio=opts.max_pruning_ratio, iterative_steps=100,
         ignored_layers=ignored + (qkv if opts.heads else []), round_to=round_to,
         num_heads=num_heads if not opts.heads else {}, prune_num_heads=False, prune_head_dims=not opts.heads,
-        forward_fn=_forward_fn,
+        forward_fn=forward_fn,
     )
     macs_now, params_now = _macs_params(model, example)
     current = float(macs_now if by_macs else params_now)
@@ -233,10 +201,11 @@ def _prune(model: nn.Module, example: Example, io: IOSpec, opts: PruneStep, ctx:
             current = float(macs if by_macs else params)
         console.info(f"  prune stage {k + 1}/{opts.iterative_steps}: {what} {current / full:.1%} of the full model")
         if opts.finetune_epochs_per_step and k + 1 < len(stages):
-            from edgekit.steps.distill import finetune
+            from edgekit.torchutil import select_device
+            from edgekit.train import finetune
 
-            finetune(model, io, ctx, epochs=opts.finetune_epochs_per_step, lr=opts.lr, batch_size=opts.batch_size,
-                     label=f"fine-tune {k + 1}")
+            finetune(model, io, ctx.data, epochs=opts.finetune_epochs_per_step, lr=opts.lr, batch_size=opts.batch_size,
+                     device=select_device("auto"), label=f"fine-tune {k + 1}")
     return model, history + list(pruner.pruning_history()), current
 
 
@@ -267,7 +236,7 @@ def _prune_heads(model: nn.Module, example: Example, importance: Any, num_heads:
     pruner = tp.pruner.BasePruner(  # a ratio for the q/k/v projections only: nothing else changes here
         model, example, importance=importance, pruning_ratio=0.0, pruning_ratio_dict={m: ratio for m in num_heads},
         iterative_steps=1, ignored_layers=ignored, num_heads=dict(num_heads),
-        prune_num_heads=True, prune_head_dims=False, head_pruning_ratio=ratio, forward_fn=_forward_fn,
+        prune_num_heads=True, prune_head_dims=False, head_pruning_ratio=ratio, forward_fn=forward_fn,
     )
     pruner.step()
     fix_attention(model)
@@ -287,18 +256,3 @@ def _taylor_grads(model: nn.Module, x: dict[str, np.ndarray], y: np.ndarray | No
     model.zero_grad()
     out = first_output(call(model, {k: torch.from_numpy(v[idx]) for k, v in x.items()}))
     F.cross_entropy(out, torch.from_numpy(y[idx])).backward()  # type: ignore[no-untyped-call]
-
-
-def apply_structure(model: nn.Module, history: list[Any], io: IOSpec) -> None:
-    """Replay a pruning history on a fresh module (the inverse of what ``run`` recorded)."""
-    require("torch_pruning", "full", "rebuilding a pruned model")
-    import torch_pruning as tp
-
-    model.eval()
-    dg = tp.DependencyGraph().build_dependency(model, example_inputs=_example(io), forward_fn=_forward_fn)
-    try:
-        dg.load_pruning_history([(name, bool(is_out), list(idxs)) for name, is_out, idxs in history])
-    except (KeyError, IndexError, RuntimeError) as exc:
-        raise ModelError(f"cannot re-apply the recorded pruning structure: {exc}",
-                         hint="the model factory changed since the artifact was made") from None
-    fix_attention(model)

@@ -108,3 +108,14 @@ def compile_failure(target: str, exc: BaseException, onnx_path: Path) -> BadInpu
         return BadInputError(f"{target} cannot compile op '{named}': {first[:300]}",
                              hint="replace the op in the model, or try another target")
     return BadInputError(f"{target} cannot compile the graph: {first[:300]}", hint="try another target or opset")
+
+
+def run_batched(runtime: Runtime, inputs: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
+    """All of ``inputs`` through ``runtime``, ``batch`` rows per call, outputs concatenated by name."""
+    n = next(iter(inputs.values())).shape[0]
+    parts: dict[str, list[np.ndarray]] = {}
+    for i in range(0, n, batch):
+        out = runtime.infer({k: np.ascontiguousarray(v[i : i + batch]) for k, v in inputs.items()})
+        for k, v in out.items():
+            parts.setdefault(k, []).append(v)
+    return {k: np.concatenate(v) for k, v in parts.items()}

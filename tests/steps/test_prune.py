@@ -130,7 +130,7 @@ def test_params_target_and_keep(digits_ckpt: Artifact, tmp_path: Path) -> None:
 
 def test_transformer_heads_are_pruned_whole(tmp_path: Path) -> None:
     from edgekit.importer import import_model
-    from edgekit.steps.prune import attention_modules
+    from edgekit.models.structure import attention_modules
 
     root = import_model("tiny_transformer", data="userzoo:tokens", out=tmp_path / "tt")
     from edgekit.checkpoint import load_module

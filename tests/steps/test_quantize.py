@@ -18,7 +18,8 @@ from ..conftest import assert_user_error, run_cli
 
 
 def _runtime_preds(art: Artifact, target: str, x: np.ndarray) -> np.ndarray:
-    from edgekit.build import build, run_batched
+    from edgekit.build import build
+    from edgekit.targets.base import run_batched
     from edgekit.targets.catalog import CATALOG, load_target
 
     built = build(art, target, "int8")

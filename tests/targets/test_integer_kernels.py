@@ -91,8 +91,8 @@ def test_int8_parity_is_tied_to_the_output_step(digits_int8: Artifact) -> None:
         check_parity,
         parity_samples,
         reference_runtime,
-        run_batched,
     )
+    from edgekit.targets.base import run_batched
 
     built = build(digits_int8, "onnxruntime", "int8")
     assert built is not None
