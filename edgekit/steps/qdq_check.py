@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.onnx_graph import graph_maps
 
 # ops whose inputs TensorRT's explicit quantization fuses a DequantizeLinear into
 FUSABLE = {
@@ -58,13 +59,8 @@ def check_qdq(model: Any) -> list[Violation]:
     from onnx import numpy_helper
 
     graph = model.graph
-    inits = {t.name: t for t in graph.initializer}
+    inits, producers, consumers = graph_maps(graph)
     consts = {n.output[0]: n for n in graph.node if n.op_type == "Constant"}
-    producers = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
 
     def array(name: str) -> np.ndarray | None:
         if name in inits:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.targets.qdq_rewrite import graph_maps as _maps
+from edgekit.onnx_graph import graph_maps as _maps
 
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 

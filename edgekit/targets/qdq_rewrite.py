@@ -38,17 +38,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import require
-
-
-def graph_maps(graph: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[Any]]]:
-    """An ONNX graph's initializers by name, the node producing each tensor, the nodes reading it."""
-    inits = {t.name: t for t in graph.initializer}
-    producers = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    return inits, producers, consumers
+from edgekit.onnx_graph import graph_maps
 
 
 def _array(inits: dict[str, Any], name: str) -> np.ndarray | None:
