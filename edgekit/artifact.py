@@ -289,9 +289,6 @@ class Artifact:
         """The directories of this artifact and its ancestors: what a command on it reads."""
         return [a.path for a in self.lineage_chain()]
 
-    def relpath_from(self, other: Path) -> str:
-        return os.path.relpath(self.path.resolve(), other.resolve())
-
 
 def _pid_alive(pid: int) -> bool:
     if pid == os.getpid():
@@ -492,10 +489,6 @@ def finalize(directory: Path, manifest: Manifest, owned: list[str] | None = None
     manifest = manifest.model_copy(update={"files": files})
     write_json_atomic(directory / MANIFEST, manifest.model_dump(mode="json", exclude_none=True))
     return manifest
-
-
-def manifest_sha256(path: Path) -> str:
-    return hashlib.sha256((path / MANIFEST).read_bytes()).hexdigest()
 
 
 def _candidates(root: Path) -> Iterator[Path]:
