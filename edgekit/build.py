@@ -44,7 +44,7 @@ INT8_MIN_AGREEMENT = 0.95
 # EfficientNet-Lite0) <= 4.9 steps; ResNet-18 / MobileNetV3 at 224 up to 26 steps, 1.3 x their own
 # error. A target that ignored the Q/DQ nodes is caught by check_integer_kernels, not by this.
 INT8_STEPS = 8
-INT8_QUANT_FACTOR = 2.0
+INT8_QUANT_FACTOR = 1.5  # the factor INT8 parity always had; every build measured fits with it
 PARITY_ROWS = 32
 
 
@@ -285,10 +285,9 @@ def check_integer_kernels(art: Artifact, runtime: Runtime, record: Any) -> int |
 def check_parity(art: Artifact, runtime: Runtime, precision: str) -> dict[str, Any]:
     """Compare a fresh build with its reference at batch 1 and batch 8 (dynamic batch from one build).
 
-    INT8 outputs with a known quantization step (``output_steps``) are judged in steps: integer
-    kernels round each requantization their own way, so a build may differ from the QDQ graph by a
-    few steps of its last quantized tensor, and by no more than INT8_STEPS. Others are judged
-    relative to the output's scale (``max_rel_error``)."""
+    An INT8 output may differ from the QDQ graph by the larger of INT8_STEPS of its quantization step
+    (``output_steps``; without one, TOLERANCE relative to its scale) and INT8_QUANT_FACTOR x the
+    graph's own error against float. Float outputs are judged relative to their scale."""
     samples, real = parity_samples(art)
     ref_rt, ref_name = reference_runtime(art, precision)
     tol = TOLERANCE[precision]
