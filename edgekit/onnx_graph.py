@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 
 def graph_maps(graph: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[Any]]]:
     """An ONNX graph's initializers by name, the node producing each tensor, the nodes reading it."""
@@ -15,3 +17,31 @@ def graph_maps(graph: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, li
         for i in n.input:
             consumers.setdefault(i, []).append(n)
     return inits, producers, consumers
+
+
+def drop_unused(graph: Any) -> None:
+    """Remove initializers nothing reads and shape records of tensors nothing produces (or whose
+    element type a rewrite may have changed: QuantizeLinear outputs)."""
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    for t in [t for t in graph.initializer if t.name not in used]:
+        graph.initializer.remove(t)
+    produced = {o for n in graph.node for o in n.output}
+    q_out = {n.output[0] for n in graph.node if n.op_type == "QuantizeLinear"}
+    for vi in [v for v in graph.value_info if v.name not in produced or v.name in q_out]:
+        graph.value_info.remove(vi)
+
+
+def dequantized_weight(dq: Any, inits: dict[str, Any], dtype: Any = np.float64) -> np.ndarray | None:
+    """What a DequantizeLinear computes from constant inputs (a stored INT8 weight), or None when its
+    input is not an initializer. Per-tensor or per-channel (the node's ``axis``, default 1)."""
+    from onnx import numpy_helper
+
+    if dq.input[0] not in inits:
+        return None
+    q = numpy_helper.to_array(inits[dq.input[0]]).astype(dtype)
+    scale = numpy_helper.to_array(inits[dq.input[1]]).astype(dtype)
+    zero = numpy_helper.to_array(inits[dq.input[2]]).astype(dtype) if len(dq.input) > 2 and dq.input[2] else np.zeros((), dtype)
+    shape = [1] * q.ndim
+    if scale.size > 1:
+        shape[next((a.i for a in dq.attribute if a.name == "axis"), 1) % q.ndim] = -1
+    return np.asarray((q - zero.reshape(shape if zero.size > 1 else [])) * scale.reshape(shape if scale.size > 1 else []))

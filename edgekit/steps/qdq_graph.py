@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.onnx_graph import dequantized_weight, drop_unused
 from edgekit.onnx_graph import graph_maps as _maps
 
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -30,12 +31,6 @@ def _save(model: Any, path: Path) -> None:
     import onnx
 
     onnx.save(model, str(path))
-
-
-def _drop_unused_initializers(graph: Any) -> None:
-    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
-    for t in [t for t in graph.initializer if t.name not in used]:
-        graph.initializer.remove(t)
 
 
 def preprocess(src: Path, dst: Path) -> None:
@@ -80,7 +75,7 @@ def preprocess(src: Path, dst: Path) -> None:
     keep = [o for o in model.opset_import if o.domain in used]
     del model.opset_import[:]
     model.opset_import.extend(keep)
-    _drop_unused_initializers(graph)
+    drop_unused(graph)
     _save(model, dst)
 
 
@@ -171,7 +166,7 @@ def drop_graph_output_qdq(path: Path) -> int:
                 if o == src:
                     node.output[k] = out.name
         removed += 1
-    _drop_unused_initializers(graph)
+    drop_unused(graph)
     _save(model, path)
     return removed
 
@@ -203,7 +198,7 @@ def unquantize_excluded_inputs(path: Path, excluded: set[str]) -> int:
     for node in list(graph.node):
         if node.op_type == "QuantizeLinear" and not consumers.get(node.output[0]):
             graph.node.remove(node)
-    _drop_unused_initializers(graph)
+    drop_unused(graph)
     _save(model, path)
     return fixed
 
@@ -245,22 +240,6 @@ def tensor_stats(path: Path, tensors: dict[str, int], batches: Iterator[dict[str
 # --------------------------------------------------------------------------- bias correction
 
 
-def _dequantized_weight(graph: Any, dq: Any, inits: dict[str, Any]) -> np.ndarray | None:
-    from onnx import numpy_helper
-
-    if dq.input[0] not in inits:
-        return None
-    q = numpy_helper.to_array(inits[dq.input[0]]).astype(np.float64)
-    scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float64)
-    zp = numpy_helper.to_array(inits[dq.input[2]]).astype(np.float64) if len(dq.input) > 2 and dq.input[2] else 0.0
-    if np.ndim(scale) == 0 or np.size(scale) == 1:
-        return np.asarray((q - zp) * scale)
-    axis = next((a.i for a in dq.attribute if a.name == "axis"), 1) % q.ndim
-    shape = [1] * q.ndim
-    shape[axis] = -1
-    return np.asarray((q - np.reshape(zp, shape)) * np.reshape(scale, shape))
-
-
 def bias_correction(qdq_path: Path, float_path: Path, batches: Iterator[dict[str, np.ndarray]]) -> dict[str, float]:
     """Empirical bias correction: for each quantized Conv/Gemm/MatMul, subtract the expected output
     shift its weight rounding causes, (W_q - W) · E[x], from its float bias. E[x] is measured per input
@@ -280,7 +259,7 @@ def bias_correction(qdq_path: Path, float_path: Path, batches: Iterator[dict[str
         fnode = f_nodes[node.name]
         if dq is None or dq.op_type != "DequantizeLinear" or fnode.input[1] not in f_inits:
             continue
-        w_q = _dequantized_weight(graph, dq, inits)
+        w_q = dequantized_weight(dq, inits)
         if w_q is None:
             continue
         w = numpy_helper.to_array(f_inits[fnode.input[1]]).astype(np.float64)
@@ -308,7 +287,7 @@ def bias_correction(qdq_path: Path, float_path: Path, batches: Iterator[dict[str
         inits[new.name] = new
         _replace_bias(node, graph, consumers, bias_name, new.name)
         shifts[name] = float(np.abs(delta).mean())
-    _drop_unused_initializers(graph)
+    drop_unused(graph)
     _save(qmodel, qdq_path)
     return shifts
 
@@ -406,7 +385,7 @@ def smooth(path: Path, batches: Iterator[dict[str, np.ndarray]], alpha: float) -
             node.input[0] = smoothed
         count += 1
     del consumers
-    _drop_unused_initializers(graph)
+    drop_unused(graph)
     _save(model, path)
     return count
 
@@ -474,7 +453,7 @@ def float_consumers_read_float(path: Path) -> int:
     for q in [n for n in graph.node if n.op_type == "QuantizeLinear"]:
         if not consumers.get(q.output[0]):
             graph.node.remove(q)
-    _drop_unused_initializers(graph)
+    drop_unused(graph)
     _save(model, path)
     return rewired
 
@@ -566,7 +545,7 @@ def _node_step(graph: Any, node: Any, inits: dict[str, Any], producers: dict[str
     x_dq, w_dq = producers.get(node.input[0]), producers.get(node.input[1])
     if x_dq is None or x_dq.op_type != "DequantizeLinear" or w_dq is None or w_dq.op_type != "DequantizeLinear":
         return None
-    scale_x, w = _scale_of(x_dq, inits), _dequantized_weight(graph, w_dq, inits)
+    scale_x, w = _scale_of(x_dq, inits), dequantized_weight(w_dq, inits)
     if scale_x is None or w is None or scale_x.size != 1:
         return None
     if node.op_type in ("Conv", "ConvTranspose"):

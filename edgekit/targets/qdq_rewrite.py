@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import require
-from edgekit.onnx_graph import graph_maps
+from edgekit.onnx_graph import dequantized_weight, drop_unused, graph_maps
 
 
 def _array(inits: dict[str, Any], name: str) -> np.ndarray | None:
@@ -283,30 +283,11 @@ def _dequantized(graph: Any, inits: dict[str, Any], dq: Any, name: str) -> str:
     """A float initializer holding what ``dq`` computes from its constant inputs; returns its name."""
     from onnx import numpy_helper
 
-    q = numpy_helper.to_array(inits[dq.input[0]])
-    scale = numpy_helper.to_array(inits[dq.input[1]])
-    has_zero = len(dq.input) > 2 and dq.input[2]
-    zero = numpy_helper.to_array(inits[dq.input[2]]) if has_zero else np.zeros((), dtype=np.int8)
-    axis = next((a.i for a in dq.attribute if a.name == "axis"), 1) % q.ndim
-    shape = [1] * q.ndim
-    if scale.size > 1:
-        shape[axis] = -1
-    w = (q.astype(np.float32) - zero.astype(np.float32).reshape(shape)) * scale.astype(np.float32).reshape(shape)
+    w = dequantized_weight(dq, inits, np.float32)  # float32 arithmetic, as DequantizeLinear's own
+    assert w is not None  # noqa: S101 - callers pass a DQ of initializers
     new = numpy_helper.from_array(w.astype(np.float32), f"{name}__float")
     graph.initializer.append(new)
     return str(new.name)
-
-
-def _drop_unused(graph: Any) -> None:
-    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
-    for t in [t for t in graph.initializer if t.name not in used]:
-        graph.initializer.remove(t)
-    produced = {o for n in graph.node for o in n.output}
-    for vi in [v for v in graph.value_info if v.name not in produced]:
-        graph.value_info.remove(vi)
-    q_out = {n.output[0] for n in graph.node if n.op_type == "QuantizeLinear"}
-    for vi in [v for v in graph.value_info if v.name in q_out]:
-        graph.value_info.remove(vi)  # their element type may have changed to uint8
 
 
 def rewrite(src: Path, dst: Path, steps: tuple[str, ...]) -> dict[str, int]:
@@ -319,6 +300,6 @@ def rewrite(src: Path, dst: Path, steps: tuple[str, ...]) -> dict[str, int]:
            "wide_layers_float": wide_layers_float}
     model = onnx.load(str(src))
     counts = {name: fns[name](model) for name in steps}
-    _drop_unused(model.graph)
+    drop_unused(model.graph)
     onnx.save(model, str(dst))
     return counts
