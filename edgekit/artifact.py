@@ -30,9 +30,11 @@ from edgekit.iospec import IOSpec
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+REFERENCE_ONNX = "reference.onnx"  # an INT8 artifact's float graph before quantization, node names as in model.onnx
 Kind = Literal["checkpoint", "compressed", "built", "bundle"]
-CACHE_DIRS = ("builds", "bench", "exports")
-REPORT_FILES = frozenset({"bench.json", "bench.md", "bench.png"})  # a bench report directory
+CACHE_DIRS = ("builds", "bench", "exports", "explain")
+REPORT_FILES = frozenset({"bench.json", "bench.md", "bench.png",  # a bench report directory
+                          "explain.json", "explain.md", "explain.png"})  # an explain report
 MAX_NAME = 200
 MAX_MANIFEST_BYTES = 64 << 20
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # edgekit.targets.catalog's, without importing it

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("edgekit.commands.import_:command", "Turn a trained model or ONNX file into a checkpoint."),
     "export": ("edgekit.commands.export:command", "Re-export an artifact to ONNX with other options."),
     "compress": ("edgekit.commands.compress:command", "Apply a recipe (prune, distill, int8)."),
+    "explain": ("edgekit.commands.explain:command", "Where an INT8 model loses accuracy, layer by layer."),
     "build": ("edgekit.commands.build:command", "Compile an artifact for a target."),
     "bench": ("edgekit.commands.bench:command", "Accuracy, latency and size against the full model."),
     "package": ("edgekit.commands.package:command", "Write a deployable bundle for a target."),

@@ -18,6 +18,7 @@ import numpy as np
 
 from edgekit import console, trust
 from edgekit.artifact import (
+    REFERENCE_ONNX,
     Artifact,
     Lineage,
     Manifest,
@@ -116,13 +117,13 @@ def compress(art: Artifact, recipe_name: str, *, calib: str | None = None, out: 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and rank > 0:  # under torchrun: every rank trains, rank 0 alone writes the artifact
         with tempfile.TemporaryDirectory(prefix="edgekit-rank-") as scratch:
-            _run_steps(art, recipe, data, Path(scratch) / "out")
+            run_steps(art, recipe, data, Path(scratch) / "out")
         return None
     check_output(out, overwrite, art.chain_paths())
     return _finish(art, recipe, recipe_path, data, out, overwrite)
 
 
-def _run_steps(art: Artifact, recipe: Recipe, data: str, tmp: Path) -> tuple[State, list[dict[str, Any]], dict[str, Any]]:
+def run_steps(art: Artifact, recipe: Recipe, data: str, tmp: Path) -> tuple[State, list[dict[str, Any]], dict[str, Any]]:
     from edgekit.checkpoint import load_module
 
     tmp.mkdir(parents=True, exist_ok=True)
@@ -143,7 +144,7 @@ def _run_steps(art: Artifact, recipe: Recipe, data: str, tmp: Path) -> tuple[Sta
 def _finish(art: Artifact, recipe: Recipe, recipe_path: Path, data: str, out: Path, overwrite: bool) -> Artifact:
     console.info(f"compressing {art.path} with recipe '{recipe.name}' ({' -> '.join(s.kind for s in recipe.steps)})")
     with staging(out, overwrite, art.chain_paths()) as tmp:
-        state, report, notes = _run_steps(art, recipe, data, tmp)
+        state, report, notes = run_steps(art, recipe, data, tmp)
         files = _write_model(state, tmp, data)
         shutil.rmtree(tmp / ".work", ignore_errors=True)
         metrics = _metrics(report, notes, tmp, state)
@@ -187,6 +188,9 @@ def _write_model(state: State, tmp: Path, data: str) -> list[str]:
     else:
         _copy_onnx(state.onnx, tmp / "model.onnx")
     files.append("model.onnx")
+    if state.quantized and state.reference is not None:  # what `edgekit explain` compares the QDQ graph with
+        _copy_onnx(state.reference, tmp / REFERENCE_ONNX)
+        files.append(REFERENCE_ONNX)
     return files
 
 

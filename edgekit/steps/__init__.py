@@ -27,6 +27,7 @@ class State:
     io: IOSpec
     onnx: Path | None  # the current graph: FP32 export, or the QDQ graph after quantize
     quantized: bool = False
+    reference: Path | None = None  # after quantize: the float graph it quantized (same node names), for explain
     notes: dict[str, Any] = field(default_factory=dict)  # what a step wants in the manifest metrics
 
 

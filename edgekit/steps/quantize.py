@@ -264,7 +264,8 @@ def run(state: State, opts: QuantizeStep, ctx: Context) -> State:
     if budget is not None:
         notes["budget"] = budget
     (work / "ranges.json").write_text(json.dumps(range_table(ranges), indent=0))
-    return State(module=state.module, spec=state.spec, io=state.io, onnx=candidate, quantized=True, notes=notes)
+    return State(module=state.module, spec=state.spec, io=state.io, onnx=candidate, quantized=True, reference=pre,
+                 notes=notes)
 
 
 def range_table(ranges: Any) -> dict[str, tuple[float, float]]:
