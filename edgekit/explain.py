@@ -32,7 +32,7 @@ from pydantic import BaseModel
 from edgekit import console
 from edgekit.artifact import REFERENCE_ONNX, Artifact, check_output, staging
 from edgekit.errors import ArtifactError, BadInputError, DataError, ModelError, require
-from edgekit.onnx_graph import dequantized_weight, drop_unused, graph_maps
+from edgekit.onnx_graph import cpu_session, dequantized_weight, drop_unused, graph_maps
 
 EXPLAIN_SCHEMA = 1
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -40,6 +40,7 @@ BATCH = 32
 CLIP_ADVICE = 0.001  # a layer whose input is clipped more than this gets an activation_range suggestion
 WIDE = 4.0  # ... and one whose calibrated range is this many times the observed one
 MOST = 0.5  # the closing line names the fewest layers whose contributions add up to this share of the drop
+SIGNIFICANT = 0.1  # ... each recovering at least this share of it
 
 
 class LayerReport(BaseModel):
@@ -73,7 +74,9 @@ class ExplainReport(BaseModel):
     drop: float | None
     output_mse: float
     probed: bool
-    seconds: float
+    seconds: float  # the whole command
+    seconds_passes: float  # the three passes (float, INT8, layers alone)
+    seconds_probes: float  # one evaluation per layer in float
     layers: list[LayerReport]  # sorted by contribution to the drop, largest first
     culprits: list[str]
     advice: str
@@ -217,9 +220,7 @@ def _kept_float(qmodel: Any, fmodel: Any, layer: _Layer, path: Path) -> bool:
 
 
 def _session(path: Path) -> Any:
-    from edgekit.targets.onnxruntime import OrtRuntime
-
-    return OrtRuntime(path, ["CPUExecutionProvider"], optimization="disabled")
+    return cpu_session(path, threads=0)  # the reference kernels; 0: all cores
 
 
 def _batches(x: dict[str, np.ndarray], size: int = BATCH) -> Iterator[dict[str, np.ndarray]]:
@@ -302,10 +303,11 @@ def _measure(fmodel: Any, qmodel: Any, layers: list[_Layer], x: dict[str, np.nda
     with console.progress() as bar:
         task = bar.add_task("explain: float, INT8, alone", total=n, status="")
         for feed in _batches(x):
-            fv = dict(zip(f_names, fs.session.run(f_names, feed), strict=True))
-            qv = dict(zip(q_names, qs.session.run(q_names, feed), strict=True))
-            av = alone.infer({alone_io[layer.name][0]: fv[layer.f_in].astype(np.float32) for layer in layers
-                              if layer.name in alone_io}) if alone_io else {}
+            fv = dict(zip(f_names, fs.run(f_names, feed), strict=True))
+            qv = dict(zip(q_names, qs.run(q_names, feed), strict=True))
+            a_out = [y for _, y in alone_io.values()]
+            a_feed = {alone_io[layer.name][0]: fv[layer.f_in].astype(np.float32) for layer in layers if layer.name in alone_io}
+            av = dict(zip(a_out, alone.run(a_out, a_feed), strict=True)) if alone_io else {}
             f_out.append(fv[f_first])
             q_out.append(qv[q_first])
             for layer in layers:
@@ -333,32 +335,40 @@ def _measure(fmodel: Any, qmodel: Any, layers: list[_Layer], x: dict[str, np.nda
 
 
 def _advice(rows: list[LayerReport], drop: float | None, metric: str, probed: bool) -> tuple[list[str], str]:
+    """The closing line: the fewest layers (at most 3) whose float runs recover ``MOST`` of the drop,
+    with the recipe lines that keep them float or fit their range; else that the drop is spread."""
     if not rows:
         return [], "no quantized layer"
-    if probed and drop is not None and drop > 0 and rows[0].metric_gain is not None and rows[0].metric_gain > 0:
+    top = rows[0]
+    if probed and drop is not None and drop > 0:
+        # a layer counts when keeping it float recovers a real share of the drop (not sampling noise)
+        helping = [r for r in rows if (r.metric_gain or 0.0) >= SIGNIFICANT * drop]
         culprits: list[LayerReport] = []
-        for row in rows:
-            if row.metric_gain is None or row.metric_gain <= 0 or len(culprits) == 3:
-                break
+        for row in helping[:3]:
             culprits.append(row)
             if sum(r.metric_gain or 0.0 for r in culprits) >= MOST * drop:
                 break
         gained = sum(r.metric_gain or 0.0 for r in culprits)
-        names = [r.name for r in culprits]
-        text = (f"{len(names)} of {len(rows)} layers are behind most of the {metric} drop of {drop:.4f}: "
-                + ", ".join(f"{r.name} (+{r.metric_gain:.4f} in float)" for r in culprits)
-                + f"; together +{gained:.4f}. In the recipe's quantize step: ignore: [{', '.join(repr(n) for n in names)}]")
-        misfit = [r for r in culprits if _range_misfit(r)]
-        if misfit:
-            text += ", or fit their input range to the data: overrides: {" + ", ".join(
-                f"{r.name!r}: {{activation_range: [{r.observed_range[0]:.4g}, {r.observed_range[1]:.4g}]}}"  # type: ignore[index]
-                for r in misfit) + "}"
-        return names, text
-    top = rows[0]
+        if culprits and gained >= MOST * drop:
+            names = [r.name for r in culprits]
+            text = (f"{len(names)} of {len(rows)} layers are behind most of the {metric} drop of {drop:.4f}: "
+                    + ", ".join(f"{r.name} (+{r.metric_gain:.4f} in float)" for r in culprits)
+                    + f"; together +{gained:.4f}. In the recipe's quantize step: ignore: [{', '.join(repr(n) for n in names)}]")
+            misfit = [r for r in culprits if _range_misfit(r)]
+            if misfit:
+                text += ", or fit their input range to the data: overrides: {" + ", ".join(
+                    f"{r.name!r}: {{activation_range: [{r.observed_range[0]:.4g}, {r.observed_range[1]:.4g}]}}"  # type: ignore[index]
+                    for r in misfit) + "}"
+            return names, text
+        best = culprits or rows[:1]
+        return [r.name for r in best], (
+            f"the {metric} drop of {drop:.4f} is spread over many layers: the {len(best)} that recover most in float "
+            f"({', '.join(r.name for r in best)}) give back {sum(r.metric_gain or 0.0 for r in best):+.4f}; keeping "
+            "layers float will not fix it: calibrate on more or better samples, or try another method")
     why = (f"keeping it float removes {top.output_error_removed:.0%} of the output error"
            if top.output_error_removed is not None else f"SQNR alone {_fmt_db(top.sqnr_alone_db)}")
     lead = (f"INT8 costs no {metric} here (drop {drop:+.4f})" if drop is not None and drop <= 0
-            else f"no single layer in float recovers the {metric} drop" if probed else "layers ranked by the error they add alone")
+            else "layers ranked by the error they add alone (no float runs)")
     return [top.name], f"{lead}; the largest error comes from {top.name} ({why}); to keep it float: ignore: [{top.name!r}]"
 
 
@@ -519,7 +529,9 @@ def explain(art: Artifact, *, recipe: str | None = None, calib: str | None = Non
         console.info(f"explaining {qpath.name} against its float graph on {n} samples of {source} ({split} split)")
         qmodel, fmodel = _load(qpath), _load(fpath)
         layers = _layers(qmodel, fmodel)
+        t1 = time.perf_counter()
         acc, f_out, q_out = _measure(fmodel, qmodel, layers, x, work)
+        t2 = time.perf_counter()
         metric, float_value = task_metric(art.io, f_out, y, f_out)
         _, int8_value = task_metric(art.io, q_out, y, f_out)
         mse = float(((q_out.astype(np.float64) - f_out) ** 2).mean())
@@ -550,6 +562,7 @@ def explain(art: Artifact, *, recipe: str | None = None, calib: str | None = Non
                         row.output_error_removed = (1 - float(((out_k.astype(np.float64) - f_out) ** 2).mean()) / mse
                                                     if mse > 0 else 0.0)
                     bar.update(task, advance=1, status=layer.name[-30:])
+        t3 = time.perf_counter()
     rows.sort(key=lambda r: (-(r.metric_gain or 0.0), -(r.output_error_removed or 0.0),
                              r.sqnr_alone_db if r.sqnr_alone_db is not None else math.inf))
     drop = None if float_value is None or int8_value is None else float_value - int8_value
@@ -557,7 +570,7 @@ def explain(art: Artifact, *, recipe: str | None = None, calib: str | None = Non
     report = ExplainReport(created=stamp, artifact=str(art.path), recipe=recipe if not art.manifest.quantized else None,
                            data=source, split=split, samples=n, metric=metric, float_value=float_value,
                            int8_value=int8_value, drop=drop, output_mse=mse, probed=probe,
-                           seconds=time.perf_counter() - t0, layers=rows, culprits=culprits, advice=advice)
+                           seconds=time.perf_counter() - t0, seconds_passes=t2 - t1, seconds_probes=t3 - t2, layers=rows, culprits=culprits, advice=advice)
     write(report, out, overwrite)
     print_table(report)
     console.info(f"[green]wrote[/green] {out}/explain.json, explain.md, explain.png")

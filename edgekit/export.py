@@ -13,6 +13,7 @@ import numpy as np
 from edgekit.errors import ModelError, ParityError, require
 from edgekit.iospec import IOSpec, OutputSpec
 from edgekit.metrics import max_rel_error
+from edgekit.onnx_graph import cpu_session
 
 DEFAULT_OPSET = 17
 FP32_TOLERANCE = 1e-4
@@ -114,20 +115,9 @@ def slim_model(path: Path) -> None:
         onnxslim.slim(str(path), str(path))
 
 
-def ort_session(path: Path, threads: int = 1) -> Any:
-    require("onnxruntime", "onnxruntime", "running ONNX models")
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 def check_onnx_parity(path: Path, model: Any, io: IOSpec, samples: dict[str, np.ndarray], tolerance: float) -> dict[str, float]:
     """Max error of each ONNX output against torch, at batch 1 and at the sample batch."""
-    sess = ort_session(path)
+    sess = cpu_session(path, optimization="all")
     errors: dict[str, float] = {}
     for chunk in ({k: v[:1] for k, v in samples.items()}, {k: v[:8] for k, v in samples.items()}):
         ref = reference_outputs(model, chunk)

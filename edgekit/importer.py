@@ -168,7 +168,7 @@ def _import_onnx(path: Path, data: str | None, inputs: list[InputSpec] | None, i
                  out: Path, overwrite: bool) -> Artifact:
     import onnx
 
-    from edgekit.export import ort_session
+    from edgekit.onnx_graph import cpu_session
 
     proto = load_onnx_safely(path)
     graph_io = onnx_io(proto)
@@ -187,7 +187,7 @@ def _import_onnx(path: Path, data: str | None, inputs: list[InputSpec] | None, i
         metrics: dict[str, Any] = {"params": params, "macs": None, "size_bytes": (tmp / "model.onnx").stat().st_size}
         if data:
             x, y = resolve_source(data)("test")
-            sess = ort_session(tmp / "model.onnx", threads=2)
+            sess = cpu_session(tmp / "model.onnx", threads=2, optimization="all")
             feeds = match_inputs(x, io, where=f"data '{data}'")
             outs = np.concatenate([sess.run([io.output_names[0]], {k: v[i:i + 256] for k, v in feeds.items()})[0]
                                    for i in range(0, len(next(iter(feeds.values()))), 256)])

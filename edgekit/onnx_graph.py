@@ -3,9 +3,12 @@ targets' rewrites: they sit below all three."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edgekit.errors import require
 
 
 def graph_maps(graph: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[Any]]]:
@@ -45,3 +48,24 @@ def dequantized_weight(dq: Any, inits: dict[str, Any], dtype: Any = np.float64) 
     if scale.size > 1:
         shape[next((a.i for a in dq.attribute if a.name == "axis"), 1) % q.ndim] = -1
     return np.asarray((q - zero.reshape(shape if zero.size > 1 else [])) * scale.reshape(shape if scale.size > 1 else []))
+
+
+def cpu_session(model: Path | bytes, *, threads: int = 1, optimization: str = "disabled",
+                config: dict[str, str] | None = None, optimized_path: Path | None = None) -> Any:
+    """An ONNX Runtime CPU session for edgekit's own use (statistics, checks, the reference kernels):
+    ``optimization="disabled"`` runs the graph exactly as ONNX defines it (a QDQ graph's own
+    arithmetic, the same on every CPU); ``"all"`` as ONNX Runtime would. Targets make their own."""
+    require("onnxruntime", "onnxruntime", "running ONNX models")
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = {"disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                                     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[optimization]
+    for key, value in (config or {}).items():
+        opts.add_session_config_entry(key, value)
+    if optimized_path is not None:
+        opts.optimized_model_filepath = str(optimized_path)
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts, providers=["CPUExecutionProvider"])

@@ -94,7 +94,7 @@ class QuantizeStep(StepOptions):
     calibration: str | None = None  # data source; default: the lineage root's data (train split)
     samples: int = Field(default=300, ge=1, le=100_000)
     seed: int = Field(default=0, ge=0, lt=2**32)
-    method: Literal["minmax", "entropy", "percentile"] = "percentile"
+    method: Literal["minmax", "entropy", "percentile", "mse"] = "percentile"  # mse: least expected squared error per tensor
     percentile: float = Field(default=99.999, gt=50.0, le=100.0)
     entropy_bins: int = Field(default=2048, ge=128, le=65536)
     bias_correction: bool = True

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.onnx_graph import dequantized_weight, drop_unused
+from edgekit.onnx_graph import cpu_session, dequantized_weight, drop_unused
 from edgekit.onnx_graph import graph_maps as _maps
 
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -212,17 +212,13 @@ def tensor_stats(path: Path, tensors: dict[str, int], batches: Iterator[dict[str
     ``tensors`` maps a tensor name to its channel axis (1 for conv inputs, -1 for matmul inputs).
     """
     import onnx
-    import onnxruntime as ort
 
     model = _load(path)
     existing = {o.name for o in model.graph.output}
     for name in tensors:
         if name not in existing:
             model.graph.output.append(onnx.ValueInfoProto(name=name))
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = cpu_session(model.SerializeToString(), threads=0)  # 0: ONNX Runtime's default, all cores
     names = list(tensors)
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
@@ -464,7 +460,6 @@ def quant_noise(path: Path, groups: dict[str, set[str]], batches: Iterator[dict[
     cheap sensitivity ranking when probing every layer would be slow. A pair that re-quantizes an
     already quantized tensor (after a quantized Relu, say) measures 0; the group's other pairs speak."""
     import onnx
-    import onnxruntime as ort
 
     model = _load(path)
     graph = model.graph
@@ -488,10 +483,7 @@ def quant_noise(path: Path, groups: dict[str, set[str]], batches: Iterator[dict[
     for t in wanted:
         if t not in existing:
             graph.output.append(onnx.ValueInfoProto(name=t))
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = cpu_session(model.SerializeToString(), threads=0)  # 0: ONNX Runtime's default, all cores
     err = dict.fromkeys(pairs, 0.0)
     sig = dict.fromkeys(pairs, 0.0)
     for feed in batches:

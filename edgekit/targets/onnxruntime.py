@@ -21,6 +21,7 @@ import numpy as np
 
 from edgekit.artifact import TargetRecord
 from edgekit.errors import MissingExtraError, TargetUnavailableError, require
+from edgekit.onnx_graph import cpu_session
 from edgekit.targets.base import BuildOptions, Built, compile_failure, default_threads
 
 PROVIDERS = {
@@ -100,16 +101,11 @@ class OrtRuntime:
         if importlib.util.find_spec("onnx") is None or self.model is None or self.providers[0] != "CPUExecutionProvider":
             return None  # GPU providers take whole subgraphs: their kernels are not ONNX ops to count
         import onnx
-        import onnxruntime as ort
 
         with tempfile.TemporaryDirectory(prefix="edgekit-ort-opt-") as tmp:
-            opts = ort.SessionOptions()
-            opts.log_severity_level = 3
-            for key, value in EXACT_INT8.items():
-                opts.add_session_config_entry(key, value)
-            opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-            ort.InferenceSession(str(self.model), opts, providers=self.providers)
-            graph = onnx.load(opts.optimized_model_filepath, load_external_data=False).graph
+            optimized = Path(tmp) / "optimized.onnx"
+            cpu_session(self.model, optimization="all", config=EXACT_INT8, optimized_path=optimized)
+            graph = onnx.load(str(optimized), load_external_data=False).graph
         return sum(n.op_type in INTEGER_OPS for n in graph.node)
 
 

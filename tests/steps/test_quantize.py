@@ -289,3 +289,39 @@ def test_squeeze_excite_branches_are_found(tmp_path: Path) -> None:
     found = squeeze_excite_nodes(path)
     assert blocks > 0 and len(found) == 5 * blocks, (blocks, sorted(found))
     assert {n.split("/")[-1].rstrip("_0123456789") for n in found} <= {"GlobalAveragePool", "Conv", "Relu", "HardSigmoid"}
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_mse_range_is_the_least_error_range(symmetric: bool) -> None:
+    """method: mse picks, from ONNX Runtime's calibration histogram, the range whose INT8 rounding +
+    clipping error on the data is (within histogram resolution) the least of all ranges tried."""
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    from edgekit.steps.quantize import mse_ranges
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal(200_000), 40 * rng.standard_normal(20)]).astype(np.float32)  # rare outliers
+    if not symmetric:
+        x = np.maximum(x, -0.5) + 0.5  # skewed, nonnegative-ish
+    collector = HistogramCollector("percentile", symmetric, 2048, 128, 100.0, "same")
+    for part in np.array_split(x, 4):
+        collector.collect({"t": [part]})
+    lo, hi = (float(np.ravel(v)[0]) for v in mse_ranges(collector.histogram_dict, symmetric)["t"].range_value)
+
+    def error(low: float, high: float) -> float:
+        if symmetric:
+            step = high / 127
+            q = np.clip(np.round(x / step), -127, 127) * step
+        else:
+            step = (high - low) / 255
+            zero = np.round(-low / step)
+            q = (np.clip(np.round(x / step) + zero, 0, 255) - zero) * step
+        return float(((x - q) ** 2).mean())
+
+    chosen = error(lo, hi)
+    absmax = float(np.abs(x).max())
+    full = error(-absmax, absmax) if symmetric else error(min(float(x.min()), 0.0), float(x.max()))
+    assert chosen < 0.9 * full  # the outliers no longer set the step alone
+    grid = ([(-t, t) for t in np.linspace(0.5, absmax, 400)] if symmetric
+            else [(min(float(x.min()), 0.0), t) for t in np.linspace(1.0, float(x.max()), 400)])
+    assert chosen <= 1.02 * min(error(a, b) for a, b in grid)
