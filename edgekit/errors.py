@@ -86,6 +86,14 @@ class ParityError(EdgekitError):
     exit_code = 4
 
 
+class QdqRuleError(EdgekitError):
+    """edgekit made a QDQ graph that breaks TensorRT's placement rules: a bug of ours, exit 1."""
+
+
+class CudaError(EdgekitError):
+    """A CUDA or TensorRT runtime call failed on the device (out of memory, a driver fault)."""
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' when a close choice exists, else ''. Never picks for the user."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

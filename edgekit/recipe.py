@@ -97,7 +97,8 @@ class QuantizeStep(StepOptions):
     method: Literal["minmax", "entropy", "percentile", "mse"] = "percentile"  # mse: least expected squared error per tensor
     percentile: float = Field(default=99.999, gt=50.0, le=100.0)
     entropy_bins: int = Field(default=2048, ge=128, le=65536)
-    bias_correction: bool = True
+    # true: the weights' rounding shift on float input means; full: each layer's whole shift, measured on the QDQ graph
+    bias_correction: bool | Literal["full"] = True
     squeeze_excite_float: bool = True  # squeeze-excite branches (pool -> 1x1 layers -> gate) stay float: INT8 saves nothing on a 1x1 map
     profile: Literal["portable", "cpu"] = "portable"  # cpu: asymmetric U8 activations, not TensorRT-portable
     ignore: list[str] = Field(default_factory=list, description="node names, glob patterns or op types kept in float")

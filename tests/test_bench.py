@@ -205,3 +205,28 @@ def test_bench_device_cuda_here_marks_rows_unavailable(digits_int8: Artifact, tm
 def test_bench_device_no_target_has_is_one_line(digits_int8: Artifact, tmp_path: Path) -> None:
     res = run_cli("bench", str(digits_int8.path), "--target", "ort", "--device", "npu", "--dry-run", cwd=tmp_path)
     assert res.code == 2 and "none of the targets runs on device 'npu'" in res.err and "Traceback" not in res.err
+
+
+def test_bench_parity_failure_is_exit_4_after_the_report(digits_int8: Artifact, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A requested build that fails parity: the report is still written and printed, then one error
+    line through the error tree and exit 4 (the command does not exit by itself)."""
+    import edgekit.build
+    from edgekit.cli import main
+    from edgekit.errors import ParityError
+
+    def broken(*args: object, **kwargs: object) -> dict[str, object]:
+        raise ParityError("build output 'output' differs from the QDQ reference by 9.9 (tolerance 0.1)")
+
+    monkeypatch.setattr(edgekit.build, "check_parity", broken)
+    out = tmp_path / "b"
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", str(digits_int8.path), "--target", "ort", "--batch", "1", "--processes", "0", "--min-runs", "3",
+              "--min-time", "0.01", "--samples", "16", "--out", str(out), "--json", "--overwrite"])
+    assert exit_.value.code == 4
+    captured = capsys.readouterr()
+    rows = json.loads(captured.out)["rows"]
+    assert any(r["status"] == "failed" and "differs" in (r["reason"] or "") for r in rows)
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "failed its parity check" in errors[0] and "Traceback" not in captured.err
+    assert (out / "bench.json").is_file()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -61,4 +60,8 @@ def command(artifact: str | None, targets: tuple[str, ...], batch: str, threads:
         return
     emit(report.model_dump(mode="json"), as_json)
     if code:
-        sys.exit(code)
+        from edgekit.errors import ParityError
+
+        failed = [f"{r.variant} on {r.target}" for r in report.rows if r.status == "failed"]
+        raise ParityError(f"a requested build failed its parity check ({', '.join(dict.fromkeys(failed)) or 'see the report'}); "
+                          "the report marks its rows failed", hint="edgekit build ARTIFACT --target T shows the error")

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import QdqRuleError
 from edgekit.onnx_graph import graph_maps
 
 # ops whose inputs TensorRT's explicit quantization fuses a DequantizeLinear into
@@ -36,10 +36,6 @@ class Violation:
 
     def __str__(self) -> str:
         return f"[{self.rule}] {self.node}: {self.message}"
-
-
-class QdqRuleError(EdgekitError):
-    exit_code = 1
 
 
 def _weight_axis(consumer: Any, rank: int) -> int | None:

@@ -288,6 +288,81 @@ def bias_correction(qdq_path: Path, float_path: Path, batches: Iterator[dict[str
     return shifts
 
 
+def full_bias_correction(qdq_path: Path, float_path: Path, batches: Iterator[dict[str, np.ndarray]]) -> dict[str, float]:
+    """Bias correction measured on the QDQ graph itself: for each quantized Conv/Gemm/MatMul, the mean
+    per output channel of what it computes (quantized input, INT8 weight) minus what its float weight
+    computes on the same unquantized input, over the calibration data, subtracted from its bias. Unlike
+    the weights-only correction, it sees the layer's real (already quantized upstream) input, the
+    rounding and clipping of that input, and zero padding at the borders, with no per-channel-mean
+    shortcut. One pass; each layer's own shift (upstream shifts are their layers' to correct)."""
+    import copy
+
+    import onnx
+    from onnx import numpy_helper
+
+    qmodel, fmodel = _load(qdq_path), _load(float_path)
+    graph = qmodel.graph
+    inits, producers, consumers = _maps(graph)
+    f_inits = {t.name: t for t in fmodel.graph.initializer}
+    f_nodes = {n.name: n for n in fmodel.graph.node}
+    probe = copy.deepcopy(qmodel)
+    taps: dict[str, tuple[Any, str, str, int]] = {}  # layer -> (node, its output, the float copy's output, channel axis)
+    for node in graph.node:
+        if node.op_type not in WEIGHTED or node.name not in f_nodes or len(node.input) < 2:
+            continue
+        dq, fnode = producers.get(node.input[1]), f_nodes[node.name]
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in inits or fnode.input[1] not in f_inits:
+            continue
+        if any(i and i not in inits for i in node.input[2:]):
+            continue
+        x = node.input[0]
+        act = producers.get(x)
+        if act is not None and act.op_type == "DequantizeLinear":
+            q = producers.get(act.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":
+                x = q.input[0]
+        weight = copy.deepcopy(f_inits[fnode.input[1]])
+        weight.name = f"bc::w::{node.name}"
+        probe.graph.initializer.append(weight)
+        out = f"bc::y::{node.name}"
+        twin = onnx.helper.make_node(node.op_type, [x, weight.name, *node.input[2:]], [out], name=f"bc::{node.name}")
+        twin.attribute.extend(node.attribute)
+        probe.graph.node.append(twin)
+        taps[node.name] = (node, node.output[0], out, 1 if node.op_type in ("Conv", "ConvTranspose", "Gemm") else -1)
+    if not taps:
+        return {}
+    names = sorted({t for _, a, b, _ in taps.values() for t in (a, b)})
+    have = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in have)
+    sess = cpu_session(probe.SerializeToString(), threads=0)
+    sums: dict[str, np.ndarray] = {}
+    count: dict[str, int] = {}
+    for feed in batches:
+        values = dict(zip(names, sess.run(names, feed), strict=True))
+        for name, (_, y_q, y_f, axis) in taps.items():
+            diff = (values[y_q].astype(np.float64) - values[y_f]).swapaxes(axis % values[y_q].ndim, -1)
+            diff = diff.reshape(-1, diff.shape[-1])
+            sums[name] = sums.get(name, 0) + diff.sum(0)
+            count[name] = count.get(name, 0) + diff.shape[0]
+    shifts: dict[str, float] = {}
+    for name, (node, _, _, _) in taps.items():
+        delta = sums[name] / max(count[name], 1)
+        bias_name = _bias_input(node, graph, inits, consumers, delta.shape[0])
+        if bias_name is None:
+            continue
+        bias = numpy_helper.to_array(inits[bias_name]).astype(np.float64)
+        if bias.shape != delta.shape:
+            continue
+        new = numpy_helper.from_array((bias - delta).astype(np.float32), f"{name}__bias_corrected")
+        graph.initializer.append(new)
+        inits[new.name] = new
+        _replace_bias(node, graph, consumers, bias_name, new.name)
+        shifts[name] = float(np.abs(delta).mean())
+    drop_unused(graph)
+    _save(qmodel, qdq_path)
+    return shifts
+
+
 def _output_shift(node: Any, dw: np.ndarray, mean: np.ndarray) -> np.ndarray | None:
     if node.op_type == "Conv":
         group = next((a.i for a in node.attribute if a.name == "group"), 1)

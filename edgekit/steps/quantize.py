@@ -278,7 +278,9 @@ def run(state: State, opts: QuantizeStep, ctx: Context) -> State:
 
     def make(exclude: set[str], path: Path) -> tuple[float, float]:
         quantize_graph(pre, path, ranges, exclude, ops, opts, overrides, transformer)
-        if opts.bias_correction:
+        if opts.bias_correction == "full":
+            g.full_bias_correction(path, pre, chunks(x_cal))
+        elif opts.bias_correction:
             g.bias_correction(path, pre, chunks(x_cal))
         return _evaluate(path, x_val, y_val, state.io, ref_val)
 

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgekit.artifact import TargetRecord
-from edgekit.errors import EdgekitError, ModelError, TargetUnavailableError
+from edgekit.errors import CudaError, ModelError, TargetUnavailableError
 from edgekit.targets.base import BuildOptions, Built, Shape
 
 if TYPE_CHECKING:
@@ -32,10 +32,6 @@ INSTALL = "pip install 'edgekit[tensorrt]' on a machine with an NVIDIA GPU and a
 WORKSPACE_BYTES = 1 << 30
 DEFAULT_MAX_BATCH = 32
 DEFAULT_SEQ = (1, 128, 512)  # min / opt / max for dynamic dims other than the batch
-
-
-class CudaError(EdgekitError):
-    pass
 
 
 def _check(result: tuple[cudart.cudaError_t]) -> None:
