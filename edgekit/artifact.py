@@ -30,6 +30,7 @@ from edgekit.iospec import IOSpec
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+SUMS = "SHA256SUMS"  # a bundle's checksum file, one line per file it holds
 REFERENCE_ONNX = "reference.onnx"  # an INT8 artifact's float graph before quantization, node names as in model.onnx
 Kind = Literal["checkpoint", "compressed", "built", "bundle"]
 CACHE_DIRS = ("builds", "bench", "exports", "explain")
@@ -204,6 +205,12 @@ class Artifact:
     @property
     def onnx_path(self) -> Path | None:
         return self.path / self.manifest.onnx if self.manifest.onnx else None
+
+    @property
+    def recipe_name(self) -> str | None:
+        """The recipe that made this artifact (``compress:<recipe>``), None for a full model."""
+        step = self.manifest.lineage.step
+        return step.split(":", 1)[1] if step.startswith("compress:") else None
 
     @classmethod
     def load(cls, path: str | Path, verify: bool = True) -> Artifact:

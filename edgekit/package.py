@@ -24,6 +24,7 @@ import numpy as np
 
 from edgekit import console
 from edgekit.artifact import (
+    SUMS,
     Artifact,
     Lineage,
     Manifest,
@@ -33,8 +34,6 @@ from edgekit.artifact import (
     staging_file,
 )
 from edgekit.build import build
-
-SUMS = "SHA256SUMS"
 
 
 def _bench_metrics(art: Artifact, target: str, precision: str) -> dict[str, Any]:
@@ -69,7 +68,7 @@ def package(art: Artifact, target: str, precision: str | None = None, out: Path 
     built = build(art, target, precision)
     assert built is not None and built.manifest.target is not None  # noqa: S101 - not a dry run
     record = built.manifest.target
-    variant = art.manifest.lineage.step.split(":", 1)[1] if art.manifest.lineage.step.startswith("compress:") else "full"
+    variant = art.recipe_name or "full"
     name = f"{art.root().manifest.name}-{variant}-{record.name}-{record.precision}"
     out = out or Path("dist") / (name if as_dir else f"{name}.tar.gz")
     check_output(out, overwrite, inputs, directory=as_dir)

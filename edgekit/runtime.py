@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.artifact import Artifact
+from edgekit.artifact import SUMS, Artifact
 from edgekit.errors import ArtifactError, BadInputError, DataError, EdgekitError, MissingExtraError
 from edgekit.iospec import InputSpec, normalise_image
 
@@ -37,7 +37,6 @@ def bundle_limit(archive_bytes: int) -> int:
     except ValueError:
         absolute = MAX_BUNDLE_BYTES
     return min(absolute, BOMB_SLACK + BOMB_RATIO * archive_bytes)
-SUMS = "SHA256SUMS"
 RUNTIMES = {  # target -> (module providing the Runtime, python module it needs, extra)
     "onnxruntime": ("edgekit.targets.onnxruntime", "onnxruntime", "onnxruntime"),
     "openvino": ("edgekit.targets.openvino", "openvino", "openvino"),

@@ -143,8 +143,14 @@ def count_ops(model: nn.Module, example: Mapping[str, torch.Tensor]) -> tuple[in
     import contextlib
     import io
 
-    import torch_pruning as tp
+    from torch_pruning.utils import op_counter
 
+    # its counter looks modules up by exact type: a user's Conv2d subclass (EfficientNet's "same"
+    # padding conv, say) would count 0 MACs; its own extension table maps each to its base's hook
+    # (the table is read and cleared by every call)
+    op_counter.CUSTOM_MODULES_MAPPING = {
+        type(m): op_counter.MODULES_MAPPING[base] for m in model.modules() if type(m) not in op_counter.MODULES_MAPPING
+        for base in [next((b for b in type(m).__mro__[1:] if b in op_counter.MODULES_MAPPING), None)] if base is not None}
     with contextlib.redirect_stdout(io.StringIO()):
-        macs, params = tp.utils.count_ops_and_params(model, call_args(model, example))
+        macs, params = op_counter.count_ops_and_params(model, call_args(model, example))
     return int(macs), int(params)

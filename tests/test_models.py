@@ -71,3 +71,36 @@ def test_tiny_transformer_cli_build(tmp_path: Path) -> None:
         assert json.loads(res.out)["metrics"]["parity"]["max_error"] <= 1e-4
     art = Artifact.load(tmp_path / "runs/tt")
     assert art.io.task == "embedding" and np.isfinite(art.manifest.metrics["onnx_parity"]["embedding"])
+
+
+def test_macs_count_convolution_subclasses() -> None:
+    """A user's Conv2d/Linear subclass (EfficientNet's "same"-padding conv) counts like its base:
+    Torch-Pruning's counter alone looks modules up by exact type and gave it 0 MACs."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from edgekit.torchutil import count_ops
+
+    class SameConv(nn.Conv2d):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.conv2d(F.pad(x, (1, 1, 1, 1)), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+    class Head(nn.Linear):
+        pass
+
+    def net(conv: type[nn.Conv2d], head: type[nn.Linear]) -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(conv(3, 8, 3, padding=1 if conv is nn.Conv2d else 0), nn.ReLU(), nn.Flatten(), head(8 * 16 * 16, 10))
+
+    class Named(nn.Module):
+        def __init__(self, body: nn.Module) -> None:
+            super().__init__()
+            self.body = body
+
+        def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - the IO spec's input name
+            return self.body(input)
+
+    x = {"input": torch.rand(1, 3, 16, 16)}
+    plain, sub = count_ops(Named(net(nn.Conv2d, nn.Linear)), x), count_ops(Named(net(SameConv, Head)), x)
+    assert plain[0] > 8 * 27 * 16 * 16 and sub == plain

@@ -65,8 +65,7 @@ class Plan:
 
 
 def _variant_name(art: Artifact) -> str:
-    step = art.manifest.lineage.step
-    return step.split(":", 1)[1] if step.startswith("compress:") else art.manifest.name
+    return art.recipe_name or art.manifest.name
 
 
 GPU_DEVICES = ("cuda", "tensorrt")

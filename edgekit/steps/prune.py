@@ -109,10 +109,6 @@ def check_runs(model: nn.Module, example: Example) -> None:
             h.remove()
 
 
-def _macs_params(model: nn.Module, example: Example) -> tuple[int, int]:
-    return count_ops(model, example)
-
-
 def run(state: State, opts: PruneStep, ctx: Context) -> State:
     require("torch_pruning", "full", "structural pruning")
     from edgekit.evaluate import split_inputs
@@ -123,7 +119,7 @@ def run(state: State, opts: PruneStep, ctx: Context) -> State:
     example = example_inputs(state.io, train_x)
     base = copy.deepcopy(state.module).eval()
     check_runs(base, example)
-    macs0, params0 = _macs_params(base, example)
+    macs0, params0 = count_ops(base, example)
     ratio = float(opts.target_macs_ratio if opts.target_macs_ratio is not None else opts.target_params_ratio or 0.5)
     by_macs = opts.target_macs_ratio is not None
     full = macs0 if by_macs else params0
@@ -150,7 +146,7 @@ def run(state: State, opts: PruneStep, ctx: Context) -> State:
     check_runs(model, example)
     history = [[name, bool(is_out), [int(i) for i in idxs]] for name, is_out, idxs in history]
     spec = state.spec.model_copy(update={"pruning": [*(state.spec.pruning or []), *history]})
-    macs1, params1 = _macs_params(model, example)
+    macs1, params1 = count_ops(model, example)
     note = {"macs_before": macs0, "macs_after": macs1, "params_before": params0, "params_after": params1,
             "macs_ratio": macs1 / macs0, "params_ratio": params1 / params0}
     console.info(f"  pruned: MACs {macs0:,} -> {macs1:,} ({macs1 / macs0:.1%}), params {params0:,} -> {params1:,}")
@@ -170,7 +166,7 @@ def _prune(model: nn.Module, example: Example, io: IOSpec, opts: PruneStep, ctx:
     ignored = [m for m in _protected(model, example, io) if m not in num_heads] + _keep(model, opts.keep)
     importance = _importance(opts.importance)
     by_macs = opts.target_macs_ratio is not None
-    macs0, params0 = _macs_params(model, example)
+    macs0, params0 = count_ops(model, example)
     full, what = (macs0, "MACs") if by_macs else (params0, "params")
     history: list[Any] = []
     if num_heads and opts.heads:
@@ -182,7 +178,7 @@ def _prune(model: nn.Module, example: Example, io: IOSpec, opts: PruneStep, ctx:
         num_heads=num_heads if not opts.heads else {}, prune_num_heads=False, prune_head_dims=not opts.heads,
         forward_fn=forward_fn,
     )
-    macs_now, params_now = _macs_params(model, example)
+    macs_now, params_now = count_ops(model, example)
     current = float(macs_now if by_macs else params_now)
     stages = [full * (1.0 - ratio * (k + 1) / opts.iterative_steps) for k in range(opts.iterative_steps)]
     done = 0
@@ -194,7 +190,7 @@ def _prune(model: nn.Module, example: Example, io: IOSpec, opts: PruneStep, ctx:
             fix_attention(model)
             done += 1
             try:
-                macs, params = _macs_params(model, example)
+                macs, params = count_ops(model, example)
             except (RuntimeError, ValueError, IndexError):
                 check_runs(model, example)  # names the layer that broke
                 raise
