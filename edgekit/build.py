@@ -219,14 +219,10 @@ def load_built(built: Artifact, threads: int | None = None) -> Runtime:
 
 def parity_samples(art: Artifact, rows: int = PARITY_ROWS) -> tuple[dict[str, np.ndarray], bool]:
     """(samples, real?): the test split of the artifact's data, else synthetic inputs."""
-    from edgekit.data import match_inputs, resolve_source
+    from edgekit.data import evaluation_samples
 
-    root_data = art.manifest.data
-    if root_data:
-        x, _ = resolve_source(root_data)("test")
-        feeds = match_inputs(x, art.io, where=f"data '{root_data}'")
-        return {k: v[:rows] for k, v in feeds.items()}, True
-    return art.io.sample_inputs(rows), False
+    x, _, real = evaluation_samples(art.io, art.manifest.data, rows, synthetic_rows=rows)
+    return x, real
 
 
 def reference_runtime(art: Artifact, precision: str) -> tuple[Runtime, str]:

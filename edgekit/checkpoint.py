@@ -18,7 +18,7 @@ from edgekit.artifact import (
     relative_parent,
     staging,
 )
-from edgekit.data import match_inputs, resolve_source
+from edgekit.data import evaluation_samples
 from edgekit.errors import ArtifactError, BadInputError
 from edgekit.iospec import IOSpec
 
@@ -30,11 +30,7 @@ SAMPLE_ROWS = 8
 
 def sample_inputs(io: IOSpec, data: str | None, rows: int = SAMPLE_ROWS) -> dict[str, np.ndarray]:
     """A few real inputs (test split of the data source) or, without data, synthetic ones."""
-    if data:
-        inputs, _ = resolve_source(data)("test")
-        matched = match_inputs(inputs, io, where=f"data '{data}'")
-        return {k: v[:rows] for k, v in matched.items()}
-    return io.sample_inputs(rows)
+    return evaluation_samples(io, data, rows, synthetic_rows=rows)[0]
 
 
 def model_stats(model: nn.Module, samples: dict[str, np.ndarray]) -> dict[str, Any]:

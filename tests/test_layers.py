@@ -105,3 +105,45 @@ def test_steps_do_not_import_each_other() -> None:
     edges = import_edges(module_names())
     for step in STEPS:
         assert not edges[step] & (set(STEPS) - {step}), f"{step} imports another step"
+
+
+# The layers, from the ground up (README, "For contributors"): a module imports only from its own
+# layer or the ones below. The longest matching prefix places a module.
+LAYERS: list[tuple[str, ...]] = [
+    ("edgekit", "edgekit.errors", "edgekit.console", "edgekit.iospec", "edgekit.metrics", "edgekit.resources", "edgekit.cpu"),
+    ("edgekit.artifact", "edgekit.recipe", "edgekit.data", "edgekit.trust"),
+    ("edgekit.onnx_graph", "edgekit.models", "edgekit.torchutil"),
+    ("edgekit.export", "edgekit.checkpoint", "edgekit.targets", "edgekit.importer"),
+    ("edgekit.train", "edgekit.evaluate"),
+    ("edgekit.steps",),
+    ("edgekit.build", "edgekit.bench", "edgekit.package", "edgekit.compress", "edgekit.runtime", "edgekit.explain",
+     "edgekit.verify", "edgekit.doctor", "edgekit.demo"),
+    ("edgekit.commands", "edgekit.cli", "edgekit.__main__"),
+]
+
+
+def layer_of(module: str) -> int | None:
+    best: tuple[int, int] | None = None
+    for i, prefixes in enumerate(LAYERS):
+        for p in prefixes:
+            if (module == p or (p != "edgekit" and module.startswith(p + "."))) and (best is None or len(p) > best[1]):
+                best = (i, len(p))
+    return best[0] if best else None
+
+
+def upward(edges: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{m} (layer {layer_of(m)}) imports {t} (layer {layer_of(t)})" for m, ts in edges.items() for t in ts
+                  if (layer_of(t) or 0) > (layer_of(m) or 0))
+
+
+def test_every_module_has_a_layer() -> None:
+    assert [m for m in module_names() if layer_of(m) is None] == []
+
+
+def test_no_import_runs_upward() -> None:
+    assert upward(import_edges(module_names())) == []
+
+
+def test_the_checker_finds_an_upward_import() -> None:
+    edges = {"edgekit.models.structure": {"edgekit.steps.prune"}, "edgekit.build": {"edgekit.data"}}
+    assert upward(edges) == ["edgekit.models.structure (layer 2) imports edgekit.steps.prune (layer 5)"]

@@ -167,12 +167,9 @@ def prepare(p: Plan, threads: int, max_batch: int | None = None) -> None:
 
 
 def eval_inputs(art: Artifact, data: str | None, samples: int | None) -> tuple[dict[str, np.ndarray], np.ndarray | None, bool]:
-    from edgekit.data import match_inputs, resolve_source, take
+    from edgekit.data import evaluation_samples
 
-    if data:
-        x, y = take(resolve_source(data)("test"), samples, seed=0)
-        return match_inputs(x, art.io, where=f"data '{data}'"), y, True
-    return art.io.sample_inputs(min(samples or 64, 64)), None, False
+    return evaluation_samples(art.io, data, samples, seed=0)
 
 
 def run_all(rt: Runtime, inputs: dict[str, np.ndarray], out_name: str, batch: int) -> np.ndarray:

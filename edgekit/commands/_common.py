@@ -51,7 +51,7 @@ def parse_json_kwargs(text: str | None, option: str) -> dict[str, Any]:
 
 def trust(flag: bool) -> None:
     if flag:
-        from edgekit.models import trust_all
+        from edgekit.trust import trust_all
 
         trust_all()
 

@@ -117,6 +117,21 @@ def take(batch: Batch, n: int | None, seed: int = 0) -> Batch:
     return {k: v[idx] for k, v in inputs.items()}, (labels[idx] if labels is not None else None)
 
 
+def evaluation_samples(io: IOSpec, data: str | None, rows: int | None, *, seed: int | None = None,
+                 synthetic_rows: int = 64) -> tuple[dict[str, np.ndarray], np.ndarray | None, bool]:
+    """(inputs, labels, real?): ``rows`` samples of the test split of ``data`` (the first ones, or a
+    seeded random subset with ``seed``; all with rows=None), matched to the IO spec; without data,
+    synthetic inputs from the IO spec (what checks and benchmarks fall back to)."""
+    if not data:
+        return io.sample_inputs(min(rows or synthetic_rows, synthetic_rows)), None, False
+    x, y = resolve_source(data)("test")
+    if seed is not None:
+        x, y = take((x, y), rows, seed=seed)
+    elif rows is not None:
+        x, y = {k: v[:rows] for k, v in x.items()}, (y[:rows] if y is not None else None)
+    return match_inputs(x, io, where=f"data '{data}'"), y, True
+
+
 def describe(source: Source) -> IOSpec:
     """An IO spec read off the train split: dims (sample axis -> batch), dtype, task, labels."""
     inputs, labels = source("train")
