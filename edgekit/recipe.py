@@ -89,6 +89,27 @@ class DistillStep(StepOptions):
     student_kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
+class QatStep(StepOptions):
+    """Quantization-aware fine-tuning: the model trains with the INT8 rounding of the QDQ graph the next
+    (quantize) step writes, whose activation ranges it calibrates first and then keeps fixed."""
+
+    kind: Literal["qat"]
+    epochs: int = Field(default=3, ge=1, le=10_000)
+    lr: float = Field(default=1e-4, gt=0.0)
+    batch_size: int = Field(default=64, ge=1, le=65_536)
+    data: str | None = None  # training data; default: the lineage root's data
+    teacher: bool = True  # distil from the float model the step starts from
+    temperature: float = Field(default=4.0, gt=0.0)
+    alpha: float = Field(default=0.5, ge=0.0, le=1.0, description="weight of the KD loss; 1 - alpha on the task loss")
+    calibration: str | None = None  # the ranges' data; default: the lineage root's data (train split)
+    samples: int = Field(default=300, ge=1, le=100_000)
+    min_samples: int = Field(default=32, ge=1, le=100_000)
+    seed: int = Field(default=0, ge=0, lt=2**32)
+    method: Literal["minmax", "entropy", "percentile", "mse"] = "percentile"
+    percentile: float = Field(default=99.999, gt=50.0, le=100.0)
+    ignore: list[str] = Field(default_factory=list, description="as the quantize step's: layers kept in float")
+
+
 class QuantizeStep(StepOptions):
     kind: Literal["quantize"]
     calibration: str | None = None  # data source; default: the lineage root's data (train split)
@@ -116,9 +137,9 @@ class QuantizeStep(StepOptions):
         return self
 
 
-Step = Annotated[PruneStep | FinetuneStep | DistillStep | QuantizeStep, Field(discriminator="kind")]
+Step = Annotated[PruneStep | FinetuneStep | DistillStep | QatStep | QuantizeStep, Field(discriminator="kind")]
 STEP_MODELS: dict[str, type[StepOptions]] = {
-    "prune": PruneStep, "finetune": FinetuneStep, "distill": DistillStep, "quantize": QuantizeStep,
+    "prune": PruneStep, "finetune": FinetuneStep, "distill": DistillStep, "qat": QatStep, "quantize": QuantizeStep,
 }
 
 
@@ -133,6 +154,14 @@ class Recipe(BaseModel):
         kinds = [s.kind for s in self.steps]
         if "quantize" in kinds and kinds.index("quantize") != len(kinds) - 1:
             raise ValueError("quantize must be the last step (later steps need a float model)")
+        if "qat" in kinds:
+            at = kinds.index("qat")
+            following = self.steps[at + 1] if at + 1 < len(self.steps) else None
+            if not isinstance(following, QuantizeStep):
+                raise ValueError("qat must come right before the quantize step (it trains for that step's INT8 graph)")
+            if following.profile != "portable" or following.smooth_quant is True:
+                raise ValueError("after qat, the quantize step must keep profile: portable and no smooth_quant "
+                                 "(qat trains for the symmetric graph as it is)")
         return self
 
     @property

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "edgekit"
-STEPS = ("edgekit.steps.distill", "edgekit.steps.prune", "edgekit.steps.quantize")
+STEPS = ("edgekit.steps.distill", "edgekit.steps.prune", "edgekit.steps.qat", "edgekit.steps.quantize")
 
 
 def module_names() -> dict[str, Path]:

@@ -28,6 +28,7 @@ class State:
     onnx: Path | None  # the current graph: FP32 export, or the QDQ graph after quantize
     quantized: bool = False
     reference: Path | None = None  # after quantize: the float graph it quantized (same node names), for explain
+    ranges: dict[str, tuple[float, float]] | None = None  # after qat: the activation ranges it trained with, kept
     notes: dict[str, Any] = field(default_factory=dict)  # what a step wants in the manifest metrics
 
 
@@ -63,7 +64,8 @@ STEPS: dict[str, Step] = {
     "prune": _lazy("edgekit.steps.prune"),
     "finetune": _lazy("edgekit.steps.distill", "run_finetune"),
     "distill": _lazy("edgekit.steps.distill"),
+    "qat": _lazy("edgekit.steps.qat"),
     "quantize": _lazy("edgekit.steps.quantize"),
 }
 
-NEEDS_TORCH = {"prune", "finetune", "distill"}
+NEEDS_TORCH = {"prune", "finetune", "distill"}  # qat trains the ONNX graph itself (torch installed, no module needed)
