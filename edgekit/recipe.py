@@ -8,7 +8,7 @@ wheel, so ``--recipe int8`` resolves by name; any path works too.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -138,9 +138,9 @@ class QuantizeStep(StepOptions):
 
 
 Step = Annotated[PruneStep | FinetuneStep | DistillStep | QatStep | QuantizeStep, Field(discriminator="kind")]
+# kind -> options model, read off the union above (the one list of step kinds' options)
 STEP_MODELS: dict[str, type[StepOptions]] = {
-    "prune": PruneStep, "finetune": FinetuneStep, "distill": DistillStep, "qat": QatStep, "quantize": QuantizeStep,
-}
+    get_args(model.model_fields["kind"].annotation)[0]: model for model in get_args(get_args(Step)[0])}
 
 
 class Recipe(BaseModel):

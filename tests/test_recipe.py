@@ -97,3 +97,12 @@ def test_cli_bad_recipe_is_exit_2(tmp_path: Path) -> None:
 def test_parse_rejects_non_mapping() -> None:
     with pytest.raises(RecipeError, match="mapping"):
         parse_recipe(["a"], "inline")
+
+
+def test_one_registry_entry_per_step_kind() -> None:
+    """Every step kind the recipe parses has one implementation entry, with the same options model."""
+    from edgekit.recipe import STEP_MODELS
+    from edgekit.steps import KINDS
+
+    assert set(KINDS) == set(STEP_MODELS) == {"prune", "finetune", "distill", "qat", "quantize"}
+    assert all(KINDS[k].options is STEP_MODELS[k] for k in KINDS)

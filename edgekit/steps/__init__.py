@@ -60,12 +60,29 @@ def _lazy(module: str, attr: str = "run") -> Step:
     return call
 
 
-STEPS: dict[str, Step] = {
-    "prune": _lazy("edgekit.steps.prune"),
-    "finetune": _lazy("edgekit.steps.distill", "run_finetune"),
-    "distill": _lazy("edgekit.steps.distill"),
-    "qat": _lazy("edgekit.steps.qat"),
-    "quantize": _lazy("edgekit.steps.quantize"),
-}
+@dataclass(frozen=True)
+class StepKind:
+    """One recipe step kind: its options model (parsed by the recipe), its implementation (imported
+    when it runs), and whether it needs the torch module (an ONNX-only model cannot run it)."""
 
-NEEDS_TORCH = {"prune", "finetune", "distill"}  # qat trains the ONNX graph itself (torch installed, no module needed)
+    options: type[StepOptions]
+    run: Step
+    needs_module: bool
+
+
+def _kinds() -> dict[str, StepKind]:
+    from edgekit.recipe import DistillStep, FinetuneStep, PruneStep, QatStep, QuantizeStep
+
+    return {
+        "prune": StepKind(PruneStep, _lazy("edgekit.steps.prune"), needs_module=True),
+        "finetune": StepKind(FinetuneStep, _lazy("edgekit.steps.distill", "run_finetune"), needs_module=True),
+        "distill": StepKind(DistillStep, _lazy("edgekit.steps.distill"), needs_module=True),
+        # qat trains the ONNX graph itself: torch installed, no module needed
+        "qat": StepKind(QatStep, _lazy("edgekit.steps.qat"), needs_module=False),
+        "quantize": StepKind(QuantizeStep, _lazy("edgekit.steps.quantize"), needs_module=False),
+    }
+
+
+KINDS = _kinds()
+STEPS: dict[str, Step] = {kind: k.run for kind, k in KINDS.items()}
+NEEDS_TORCH = {kind for kind, k in KINDS.items() if k.needs_module}
