@@ -158,7 +158,7 @@ def build(art: Artifact, target: str, precision: str | None = None, device: str 
           max_batch: int | None = None) -> Artifact | None:
     """The built artifact (from cache when it exists); None for a dry run."""
     p = plan(art, target, precision, device, shapes, hint, max_batch)
-    target_obj: Any = load_target(p.info)
+    target_obj = load_target(p.info)
     target_obj.check(p.opts.device)
     if dry_run:
         console.info(f"dry run: {art.path} -> {p.info.name} {p.opts.precision} on {p.opts.device}: ok")
@@ -172,6 +172,8 @@ def build(art: Artifact, target: str, precision: str | None = None, device: str 
             console.warn(f"cached build {p.out} is damaged; rebuilding")
     console.info(f"building {p.info.name} {p.opts.precision} ({p.opts.device}) from {art.path}")
     started = time.perf_counter()
+    if art.onnx_path is None:  # pragma: no cover - every checkpoint and compressed artifact has its graph
+        raise ArtifactError(f"{art.path} has no ONNX graph to build")
     with staging(p.out, overwrite=True) as tmp:
         built = target_obj.build(art.onnx_path, art.manifest.quantized, p.opts, tmp)
         if p.opts.device == "cpu":
@@ -212,7 +214,7 @@ def load_built(built: Artifact, threads: int | None = None) -> Runtime:
     record = built.manifest.target
     if record is None:
         raise ArtifactError(f"{built.path} is not a built artifact")
-    target: Any = load_target(resolve(record.name))
+    target = load_target(resolve(record.name))
     runtime: Runtime = target.load(built.path, record, threads=threads)
     return runtime
 

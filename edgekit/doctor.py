@@ -58,9 +58,9 @@ def _target_check(info: Any) -> Check:
     if not info.installed():
         return Check(f"target {info.name}", "missing", "runtime not installed", info.install)
     from edgekit.errors import EdgekitError
-    from edgekit.targets.catalog import load_target
+    from edgekit.targets.catalog import load_baseline
 
-    target: Any = load_target(info)
+    target = load_baseline(info)
     try:
         target.check(next(iter(info.devices)))  # first: describe() may need what check() finds missing
         detail = target.describe()

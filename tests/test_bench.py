@@ -10,7 +10,7 @@ import pytest
 from edgekit.artifact import Artifact
 from edgekit.bench.report import BenchReport, pareto
 
-from .conftest import run_cli
+from .conftest import copy_artifact, run_cli
 
 
 def test_bench_int8_on_ov_ort_and_trt(digits_int8: Artifact, tmp_path: Path) -> None:
@@ -207,7 +207,7 @@ def test_bench_device_no_target_has_is_one_line(digits_int8: Artifact, tmp_path:
     assert res.code == 2 and "none of the targets runs on device 'npu'" in res.err and "Traceback" not in res.err
 
 
-def test_bench_parity_failure_is_exit_4_after_the_report(digits_int8: Artifact, tmp_path: Path,
+def test_bench_parity_failure_is_exit_4_after_the_report(digits_ckpt: Artifact, digits_int8: Artifact, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """A requested build that fails parity: the report is still written and printed, then one error
     line through the error tree and exit 4 (the command does not exit by itself)."""
@@ -219,9 +219,11 @@ def test_bench_parity_failure_is_exit_4_after_the_report(digits_int8: Artifact, 
         raise ParityError("build output 'output' differs from the QDQ reference by 9.9 (tolerance 0.1)")
 
     monkeypatch.setattr(edgekit.build, "check_parity", broken)
+    copy_artifact(digits_ckpt.path, tmp_path / digits_ckpt.path.name)  # a copy without builds: this one must build
+    art = copy_artifact(digits_int8.path, tmp_path / digits_int8.path.name)
     out = tmp_path / "b"
     with pytest.raises(SystemExit) as exit_:
-        main(["bench", str(digits_int8.path), "--target", "ort", "--batch", "1", "--processes", "0", "--min-runs", "3",
+        main(["bench", str(art), "--target", "ort", "--batch", "1", "--processes", "0", "--min-runs", "3",
               "--min-time", "0.01", "--samples", "16", "--out", str(out), "--json", "--overwrite"])
     assert exit_.value.code == 4
     captured = capsys.readouterr()

@@ -42,7 +42,7 @@ from edgekit.bench.report import (
 from edgekit.errors import BadInputError, EdgekitError, ParityError
 from edgekit.metrics import agreement, cosine, task_metric
 from edgekit.targets.base import Runtime, default_threads
-from edgekit.targets.catalog import CATALOG, load_target, resolve
+from edgekit.targets.catalog import CATALOG, load_baseline, load_target, resolve
 
 DEFAULT_TARGETS = ("onnxruntime", "openvino")
 
@@ -124,9 +124,8 @@ def prepare(p: Plan, threads: int, max_batch: int | None = None) -> None:
     info = CATALOG[p.target]
     device = p.device if p.device in info.devices else next(iter(info.devices))
     p.row.update(device=device, status="ok")
-    target: Any = load_target(info)
     try:
-        target.check(device)
+        load_baseline(info).check(device)
     except EdgekitError as exc:
         p.row.update(status="unavailable", reason=exc.message, hint=exc.hint)
         return
@@ -148,6 +147,8 @@ def prepare(p: Plan, threads: int, max_batch: int | None = None) -> None:
             p.row["compile_s"] = built.manifest.metrics.get("build_s")
             t0 = time.perf_counter()
             record = built.manifest.target
+
+            target = load_target(info)
 
             def load_built() -> None:
                 p.runtime = target.load(built.path, record, threads=threads, shared=True)
@@ -204,7 +205,7 @@ def bench(art: Artifact, targets: list[str] | None = None, batches: list[int] | 
     if dry_run:
         for p in plans:
             try:
-                load_target(CATALOG[p.target]).check(p.device)  # type: ignore[attr-defined]
+                load_baseline(CATALOG[p.target]).check(p.device)
                 status = "ok"
             except EdgekitError as exc:
                 status = f"unavailable: {exc.message}"

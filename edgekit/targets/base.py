@@ -52,7 +52,11 @@ class Built:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-class Target(Protocol):
+class Baseline(Protocol):
+    """What every catalog entry is: it can say whether it runs here. The torch baseline is only this
+    (it runs the module itself, nothing is built): the one exception, named in the catalog
+    (``TargetInfo.compiles``)."""
+
     name: ClassVar[str]
 
     def check(self, device: str) -> None:
@@ -60,6 +64,10 @@ class Target(Protocol):
 
     def describe(self) -> str:
         """One line for doctor: version and devices."""
+
+
+class Target(Baseline, Protocol):
+    """A compiling target: ONNX in, a built directory out, and a runtime from it."""
 
     def build(self, onnx_path: Path, quantized: bool, opts: BuildOptions, out: Path) -> Built:
         """Compile ``onnx_path`` into ``out`` (a staging directory)."""

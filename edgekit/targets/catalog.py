@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import BadInputError, did_you_mean
+
+if TYPE_CHECKING:
+    from edgekit.targets.base import Baseline, Target
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
@@ -30,6 +34,7 @@ class TargetInfo:
     # build options it reads: "shape" (an optimization profile per input), "hint" (latency/throughput);
     # the others take any shape as it comes and have one way to run, so they refuse them
     build_options: tuple[str, ...] = ()
+    compiles: bool = True  # False only for the torch baseline: it runs the module, nothing is built
 
     @property
     def install(self) -> str:
@@ -56,6 +61,7 @@ CATALOG: dict[str, TargetInfo] = {
         extra="full",
         modules=("torch",),
         implementation="edgekit.targets.torch:TorchTarget",
+        compiles=False,
     ),
     "onnxruntime": TargetInfo(
         name="onnxruntime",
@@ -126,8 +132,22 @@ def check_precision(info: TargetInfo, precision: str, device: str | None = None)
     return dev
 
 
-def load_target(info: TargetInfo) -> object:
-    """Instantiate the target class (this imports its module, not its runtime)."""
+def load_target(info: TargetInfo) -> Target:
+    """Instantiate a compiling target's class (this imports its module, not its runtime)."""
+    if not info.compiles:
+        raise BadInputError(f"{info.name} is the eager baseline: it runs the model itself, there is nothing to build",
+                            hint="build for onnxruntime, openvino or tensorrt")
+    target: Target = _instance(info)
+    return target
+
+
+def load_baseline(info: TargetInfo) -> Baseline:
+    """Any catalog entry, the torch baseline included, for ``check`` and ``describe``."""
+    baseline: Baseline = _instance(info)
+    return baseline
+
+
+def _instance(info: TargetInfo) -> Any:
     import importlib
 
     module, cls = info.implementation.split(":")

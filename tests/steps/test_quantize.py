@@ -24,7 +24,7 @@ def _runtime_preds(art: Artifact, target: str, x: np.ndarray) -> np.ndarray:
 
     built = build(art, target, "int8")
     assert built is not None and built.manifest.target is not None
-    rt = load_target(CATALOG[target]).load(built.path, built.manifest.target, threads=2)  # type: ignore[attr-defined]
+    rt = load_target(CATALOG[target]).load(built.path, built.manifest.target, threads=2)
     return run_batched(rt, {"input": x}, 64)["output"]
 
 
