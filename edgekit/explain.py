@@ -334,15 +334,22 @@ def _measure(fmodel: Any, qmodel: Any, layers: list[_Layer], x: dict[str, np.nda
 # --------------------------------------------------------------------------- the report
 
 
-def _advice(rows: list[LayerReport], drop: float | None, metric: str, probed: bool) -> tuple[list[str], str]:
+def _advice(rows: list[LayerReport], drop: float | None, metric: str, probed: bool, resolution: float = 0.0) -> tuple[list[str], str]:
     """The closing line: the fewest layers (at most 3) whose float runs recover ``MOST`` of the drop,
-    with the recipe lines that keep them float or fit their range; else that the drop is spread."""
+    with the recipe lines that keep them float or fit their range; else that the drop is spread.
+    ``resolution``: what one sample is worth in the metric (top-1 on n samples: 1/n); a drop or a gain
+    of less than two samples is noise, not a finding."""
     if not rows:
         return [], "no quantized layer"
     top = rows[0]
+    noise = 2 * resolution
+    if probed and drop is not None and 0 < drop < noise:
+        drop_text = f"{drop:.4f}, under {noise:.4f} = 2 samples: within sampling noise"
+        return [top.name], (f"INT8 costs no measurable {metric} here (drop {drop_text}); the largest output error comes "
+                            f"from {top.name}; measure on more samples (--samples, --split) to tell more")
     if probed and drop is not None and drop > 0:
         # a layer counts when keeping it float recovers a real share of the drop (not sampling noise)
-        helping = [r for r in rows if (r.metric_gain or 0.0) >= SIGNIFICANT * drop]
+        helping = [r for r in rows if (r.metric_gain or 0.0) >= max(SIGNIFICANT * drop, noise)]
         culprits: list[LayerReport] = []
         for row in helping[:3]:
             culprits.append(row)
@@ -566,7 +573,7 @@ def explain(art: Artifact, *, recipe: str | None = None, calib: str | None = Non
     rows.sort(key=lambda r: (-(r.metric_gain or 0.0), -(r.output_error_removed or 0.0),
                              r.sqnr_alone_db if r.sqnr_alone_db is not None else math.inf))
     drop = None if float_value is None or int8_value is None else float_value - int8_value
-    culprits, advice = _advice(rows, drop, metric, probe)
+    culprits, advice = _advice(rows, drop, metric, probe, resolution=1 / n if metric == "top1" else 0.0)
     report = ExplainReport(created=stamp, artifact=str(art.path), recipe=recipe if not art.manifest.quantized else None,
                            data=source, split=split, samples=n, metric=metric, float_value=float_value,
                            int8_value=int8_value, drop=drop, output_mse=mse, probed=probe,
