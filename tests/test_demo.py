@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from .conftest import run_cli
 
 
+@pytest.mark.slow
 def test_demo_runs_the_whole_path(tmp_path: Path) -> None:
     res = run_cli("demo", "--epochs", "10", "--batch", "1,64", "--json", cwd=tmp_path)
     assert res.code == 0, res.err

@@ -34,7 +34,8 @@ LAB = ROOT / ".venv" / "lab"
 ARM_PY = LAB / "arm64-root" / "usr" / "bin" / "python3.11"
 ARM_READY = QEMU_ARM is not None and ARM_PY.is_file() and (LAB / "arm64-site" / ".done").is_file()
 
-pytestmark = pytest.mark.skipif(not WHEELHOUSE.is_dir(), reason="no wheelhouse: `make test` fills it before the suite")
+pytestmark = [pytest.mark.skipif(not WHEELHOUSE.is_dir(), reason="no wheelhouse: `make test` fills it before the suite"),
+              pytest.mark.slow]  # emulated devices: minutes; `make test` runs them, `make test-fast` does not
 
 
 @pytest.fixture(scope="module")

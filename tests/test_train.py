@@ -55,6 +55,7 @@ def _weights(path: Path) -> dict[str, np.ndarray]:
     return load_file(str(path / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_kill_and_resume_matches_straight_run(tmp_path: Path) -> None:
     """SIGKILL after epoch 3 is checkpointed; --resume finishes; the result equals an unbroken run."""
     args = ["train", "--epochs", "40", "--seed", "3"]
@@ -87,6 +88,7 @@ def test_existing_out_needs_overwrite(tmp_path: Path, digits_ckpt: Artifact) -> 
     assert res.code == 2 and "already exists" in res.err
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_matches_single_process(tmp_path: Path, digits_ckpt: Artifact) -> None:
     """DDP on CPU (gloo), 2 ranks: the artifact's test accuracy is within 1 point of one process."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

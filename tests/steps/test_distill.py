@@ -20,6 +20,7 @@ def _recipe(tmp_path: Path, name: str, body: str) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_distill_into_a_different_student_with_features(digits_ckpt: Artifact, tmp_path: Path) -> None:
     """An MLP student learns from the CNN teacher; a feature pair is matched through a projection."""
     recipe = _recipe(tmp_path, "kd-mlp", "  - kind: distill\n    epochs: 15\n    student: mlp\n    lr: 0.003\n")
@@ -56,6 +57,7 @@ def test_distill_embedding_model_on_unlabelled_data(tmp_path: Path) -> None:
     assert art.manifest.metrics["test"]["cosine"] > 0.5
 
 
+@pytest.mark.slow
 def test_distill_under_torchrun(digits_ckpt: Artifact, tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "edgekit",
            "compress", str(digits_ckpt.path), "--recipe", "distill", "--out", str(tmp_path / "ddp")]

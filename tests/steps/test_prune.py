@@ -30,6 +30,7 @@ def _ctx(digits_ckpt: Artifact, tmp_path: Path) -> Context:
     return Context(parent=digits_ckpt, root=digits_ckpt, data="digits", workdir=tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["small_cnn", "userzoo:concat_grouped", "mobilenet_v3"])
 def test_prune_halves_macs_and_model_still_runs(source: str, digits_ckpt: Artifact, tmp_path: Path) -> None:
     """Residual adds (small_cnn, MobileNetV3), concatenation, grouped and depthwise convolutions."""
@@ -47,6 +48,7 @@ def test_prune_halves_macs_and_model_still_runs(source: str, digits_ckpt: Artifa
     assert new.spec is not None and new.spec.pruning
 
 
+@pytest.mark.slow
 def test_pruned_model_rebuilds_in_a_fresh_process(digits_ckpt: Artifact, tmp_path: Path) -> None:
     res = run_cli("compress", str(digits_ckpt.path), "--recipe", "prune50", "--out", str(tmp_path / "p"), "--json",
                   cwd=tmp_path)
@@ -106,6 +108,7 @@ def test_importance_and_global_options(importance: str, global_pruning: bool, di
     assert all(c % 8 == 0 for c in channels), channels  # round_to 8
 
 
+@pytest.mark.slow
 def test_unset_round_to_hits_the_target_where_multiples_of_8_overshoot(digits_ckpt: Artifact, tmp_path: Path) -> None:
     from edgekit.checkpoint import load_module
 

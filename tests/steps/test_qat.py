@@ -50,6 +50,7 @@ def test_the_graph_torch_trains_is_the_qdq_graph(digits_ckpt: Artifact, tmp_path
     assert (e.argmax(1) == q.argmax(1)).mean() >= 0.997
 
 
+@pytest.mark.slow
 def test_qat_recovers_a_post_training_drop(digits_ckpt: Artifact, tmp_path: Path) -> None:
     """Ranges deliberately tight (percentile 95 clips the top 5 % of every activation): post-training
     INT8 loses >= 1 point on test; qat with the same ranges brings it back near FP32, the stored graph
