@@ -274,15 +274,8 @@ def bias_correction(qdq_path: Path, float_path: Path, batches: Iterator[dict[str
         delta = _output_shift(node, dw, mean)
         if delta is None:
             continue
-        bias_name = _bias_input(node, graph, inits, consumers, delta.shape[0])
-        if bias_name is None:
-            continue
-        bias = numpy_helper.to_array(inits[bias_name]).astype(np.float64) if bias_name in inits else np.zeros_like(delta)
-        new = numpy_helper.from_array((bias - delta).astype(np.float32), f"{name}__bias_corrected")
-        graph.initializer.append(new)
-        inits[new.name] = new
-        _replace_bias(node, graph, consumers, bias_name, new.name)
-        shifts[name] = float(np.abs(delta).mean())
+        if _subtract_from_bias(node, graph, inits, consumers, delta):
+            shifts[name] = float(np.abs(delta).mean())
     drop_unused(graph)
     _save(qmodel, qdq_path)
     return shifts
@@ -298,7 +291,6 @@ def full_bias_correction(qdq_path: Path, float_path: Path, batches: Iterator[dic
     import copy
 
     import onnx
-    from onnx import numpy_helper
 
     qmodel, fmodel = _load(qdq_path), _load(float_path)
     graph = qmodel.graph
@@ -347,17 +339,8 @@ def full_bias_correction(qdq_path: Path, float_path: Path, batches: Iterator[dic
     shifts: dict[str, float] = {}
     for name, (node, _, _, _) in taps.items():
         delta = sums[name] / max(count[name], 1)
-        bias_name = _bias_input(node, graph, inits, consumers, delta.shape[0])
-        if bias_name is None:
-            continue
-        bias = numpy_helper.to_array(inits[bias_name]).astype(np.float64)
-        if bias.shape != delta.shape:
-            continue
-        new = numpy_helper.from_array((bias - delta).astype(np.float32), f"{name}__bias_corrected")
-        graph.initializer.append(new)
-        inits[new.name] = new
-        _replace_bias(node, graph, consumers, bias_name, new.name)
-        shifts[name] = float(np.abs(delta).mean())
+        if _subtract_from_bias(node, graph, inits, consumers, delta):
+            shifts[name] = float(np.abs(delta).mean())
     drop_unused(graph)
     _save(qmodel, qdq_path)
     return shifts
@@ -379,6 +362,23 @@ def _output_shift(node: Any, dw: np.ndarray, mean: np.ndarray) -> np.ndarray | N
     if node.op_type == "MatMul" and dw.ndim == 2 and dw.shape[0] == mean.shape[0]:
         return np.asarray(mean @ dw)
     return None
+
+
+def _subtract_from_bias(node: Any, graph: Any, inits: dict[str, Any], consumers: dict[str, list[Any]], delta: np.ndarray) -> bool:
+    """The node's float bias minus ``delta`` (one value per output channel), as a new initializer."""
+    from onnx import numpy_helper
+
+    bias_name = _bias_input(node, graph, inits, consumers, delta.shape[0])
+    if bias_name is None:
+        return False
+    bias = numpy_helper.to_array(inits[bias_name]).astype(np.float64) if bias_name in inits else np.zeros_like(delta)
+    if bias.shape != delta.shape:
+        return False
+    new = numpy_helper.from_array((bias - delta).astype(np.float32), f"{node.name}__bias_corrected")
+    graph.initializer.append(new)
+    inits[new.name] = new
+    _replace_bias(node, graph, consumers, bias_name, new.name)
+    return True
 
 
 def _bias_input(node: Any, graph: Any, inits: dict[str, Any], consumers: dict[str, list[Any]], width: int) -> str | None:
