@@ -26,6 +26,12 @@ other encodings of the same numbers:
   sums on CPUs without VNNI; it runs in float on its dequantized input and weights instead, which is
   exactly what the QDQ graph computes.
 
+- ``keep_float`` (not exact; closer to float): the layers named (a latency-aware placement chose them,
+  ``edgekit.targets.placement``) run in float: their weights are dequantized once, and every
+  activation Q/DQ pair that only float layers produce and read is dropped, so a float region runs
+  with no quantize round trip inside it. Only the quantization noise those pairs added goes: the
+  build is nearer to the float model than the QDQ graph is, within the parity bound.
+
 Every build that uses them is parity-checked against the stored graph on ONNX Runtime's reference
 kernels, and records what it rewrote.
 """
@@ -270,6 +276,77 @@ def wide_layers_float(model: Any) -> int:
     return count
 
 
+def layer_regions(graph: Any) -> dict[str, str]:
+    """Each node's region: a weighted layer with a constant weight (quantized or float) names its
+    own; every other node belongs to the region of what produces its first activation input (a
+    layer's activation, quantizers and Relu/HardSwish after it), and a node of constants only to the
+    region of its first reader (a weight's DequantizeLinear). Keys and values are node names (first
+    output names for unnamed nodes); nodes before any layer map to ''."""
+    inits, producers, consumers = graph_maps(graph)
+    key = {id(n): n.name or n.output[0] for n in graph.node}
+    region: dict[int, str] = {}
+    for node in graph.node:  # topological order
+        if node.op_type in WEIGHTED_OPS and len(node.input) > 1 and _constant(node.input[1], inits, producers):
+            region[id(node)] = key[id(node)]
+            continue
+        src = next((producers[i] for i in node.input if i and i not in inits and i in producers), None)
+        region[id(node)] = region.get(id(src), "") if src is not None else ""
+    for node in reversed(graph.node):
+        if not any(i and i not in inits for i in node.input):
+            readers = [u for o in node.output for u in consumers.get(o, [])]
+            if readers:
+                region[id(node)] = region.get(id(readers[0]), "")
+    return {key[id(n)]: region[id(n)] for n in graph.node}
+
+
+def _constant(name: str, inits: dict[str, Any], producers: dict[str, Any]) -> bool:
+    """A stored weight: an initializer, or a DequantizeLinear of initializers."""
+    if name in inits:
+        return True
+    dq = producers.get(name)
+    return dq is not None and dq.op_type == "DequantizeLinear" and all(i in inits for i in dq.input if i)
+
+
+def keep_float(model: Any, layers: set[str]) -> int:
+    """The named weighted layers run in float (weights dequantized at build time), and an activation
+    Q/DQ pair is dropped where the region producing it and every region reading it are float (the
+    graph input's region, '', counts as float). Returns how many quantized layers went float."""
+    graph = model.graph
+    regions = layer_regions(graph)
+    inits, producers, consumers = graph_maps(graph)
+    outputs = {o.name for o in graph.output}
+
+    def floats(node: Any) -> bool:
+        r = regions.get(node.name or node.output[0], "")
+        return r == "" or r in layers
+
+    count = 0
+    for node in [n for n in graph.node if n.op_type in WEIGHTED_OPS and (n.name or n.output[0]) in layers]:
+        quantized = False
+        for k, name in enumerate(node.input[1:], start=1):
+            dq = producers.get(name)
+            if dq is not None and dq.op_type == "DequantizeLinear" and all(i in inits for i in dq.input if i):
+                node.input[k] = _dequantized(graph, inits, dq, name)
+                quantized = True
+        count += quantized
+    for q in [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits]:
+        dqs = consumers.get(q.output[0], [])
+        if not dqs or any(d.op_type != "DequantizeLinear" or d.output[0] in outputs for d in dqs) or q.output[0] in outputs:
+            continue
+        readers = [u for d in dqs for u in consumers.get(d.output[0], [])]
+        if not floats(q) or not all(floats(u) for u in readers):
+            continue
+        for d in dqs:
+            for u in consumers.get(d.output[0], []):
+                for k, name in enumerate(u.input):
+                    if name == d.output[0]:
+                        u.input[k] = q.input[0]
+            graph.node.remove(d)
+        graph.node.remove(q)
+    _drop_dead_dequantizers(graph)
+    return count
+
+
 def _drop_dead_dequantizers(graph: Any) -> None:
     """DequantizeLinear nodes nothing reads any more (their weights were dequantized at build time)."""
     _, _, consumers = graph_maps(graph)
@@ -290,16 +367,18 @@ def _dequantized(graph: Any, inits: dict[str, Any], dq: Any, name: str) -> str:
     return str(new.name)
 
 
-def rewrite(src: Path, dst: Path, steps: tuple[str, ...]) -> dict[str, int]:
-    """Apply the named re-expressions in order; returns how many places each changed."""
+def rewrite(src: Path, dst: Path, steps: tuple[str, ...], float_layers: set[str] | None = None) -> dict[str, int]:
+    """Apply the named re-expressions in order (after ``keep_float`` of ``float_layers`` when given);
+    returns how many places each changed."""
     require("onnx", "full", "INT8 builds")
     import onnx
 
+    model = onnx.load(str(src))
+    counts = {"keep_float": keep_float(model, float_layers)} if float_layers else {}
     fns = {"fold_relu_pairs": fold_relu_pairs, "nonnegative_to_u8": nonnegative_to_u8, "s8_to_u8": s8_to_u8,
            "fold_float_weights": fold_float_weights, "u8_to_7bit": u8_to_7bit,
            "wide_layers_float": wide_layers_float}
-    model = onnx.load(str(src))
-    counts = {name: fns[name](model) for name in steps}
+    counts.update({name: fns[name](model) for name in steps})
     drop_unused(model.graph)
     onnx.save(model, str(dst))
     return counts
