@@ -46,6 +46,7 @@ INT8_MIN_AGREEMENT = 0.95
 INT8_STEPS = 8
 INT8_QUANT_FACTOR = 1.5  # the factor INT8 parity always had; every build measured fits with it
 PARITY_ROWS = 32
+PLACEMENTS = ("latency", "int8")  # --placement: see plan()
 
 
 @dataclass
@@ -86,9 +87,9 @@ def _gpu(info: TargetInfo) -> str | None:
     return f"{ident['gpu']} sm {ident['compute_capability']}"
 
 
-def _check_build_options(info: TargetInfo, shapes: dict[str, Shape] | None, hint: str) -> None:
-    """--shape and --hint only where the target reads them: elsewhere they would change the build's
-    cache key and nothing else."""
+def _check_build_options(info: TargetInfo, shapes: dict[str, Shape] | None, hint: str, placement: str) -> None:
+    """--shape, --hint and --placement only where the target reads them: elsewhere they would change
+    the build's cache key and nothing else."""
     if shapes and "shape" not in info.build_options:
         users = [i.name for i in CATALOG.values() if "shape" in i.build_options]
         raise BadInputError(f"{info.name} takes no --shape: it runs any input shape as it comes",
@@ -97,6 +98,12 @@ def _check_build_options(info: TargetInfo, shapes: dict[str, Shape] | None, hint
         users = [i.name for i in CATALOG.values() if "hint" in i.build_options]
         raise BadInputError(f"{info.name} takes no --hint: it has one way to run",
                             hint=f"drop --hint (it is for {', '.join(users)})")
+    if placement not in PLACEMENTS:
+        raise BadInputError(f"unknown placement '{placement}'", hint=" or ".join(PLACEMENTS))
+    if placement != "latency" and "placement" not in info.build_options:
+        users = [i.name for i in CATALOG.values() if "placement" in i.build_options]
+        raise BadInputError(f"{info.name} takes no --placement: it places INT8 kernels itself",
+                            hint=f"drop --placement (it is for {', '.join(users)})")
 
 
 def default_precision(art: Artifact) -> str:
@@ -104,9 +111,12 @@ def default_precision(art: Artifact) -> str:
 
 
 def plan(art: Artifact, target: str, precision: str | None = None, device: str | None = None,
-         shapes: dict[str, Shape] | None = None, hint: str = "latency", max_batch: int | None = None) -> BuildPlan:
+         shapes: dict[str, Shape] | None = None, hint: str = "latency", max_batch: int | None = None,
+         placement: str = "latency") -> BuildPlan:
     """Validate the request against the catalog and the artifact; no compute, no imports of runtimes.
-    ``max_batch``: the largest batch the caller will run, for targets whose shapes are fixed at build."""
+    ``max_batch``: the largest batch the caller will run, for targets whose shapes are fixed at build.
+    ``placement``: for INT8 on a CPU target that measures it, "latency" (layers faster in float on
+    this CPU run float) or "int8" (every layer as quantized)."""
     if art.kind not in ("checkpoint", "compressed"):
         raise ArtifactError(f"{art.path} is a {art.kind} artifact; build takes a checkpoint or compressed one")
     if art.onnx_path is None:
@@ -131,7 +141,7 @@ def plan(art: Artifact, target: str, precision: str | None = None, device: str |
         )
     if hint not in ("latency", "throughput"):
         raise BadInputError(f"unknown hint '{hint}'", hint="latency or throughput")
-    _check_build_options(info, shapes, hint)
+    _check_build_options(info, shapes, hint, placement)
     if shapes:
         names = set(art.io.input_names)
         for name in shapes:
@@ -140,7 +150,9 @@ def plan(art: Artifact, target: str, precision: str | None = None, device: str |
     profiled = "shape" in info.build_options
     ranges = {i.name: i.axis_ranges() for i in art.io.inputs if i.ranges} if profiled else {}
     opts = BuildOptions(precision=precision, device=dev, shapes=dict(shapes or {}), hint=hint,
-                        max_batch=max_batch if profiled else None, ranges=ranges)
+                        max_batch=max_batch if profiled else None, ranges=ranges,
+                        placement=placement if precision == "int8" and dev == "cpu" and "placement" in info.build_options
+                        else None)
     from edgekit import __version__
     from edgekit.cpu import detect
 
@@ -155,9 +167,9 @@ def plan(art: Artifact, target: str, precision: str | None = None, device: str |
 
 def build(art: Artifact, target: str, precision: str | None = None, device: str | None = None,
           shapes: dict[str, Shape] | None = None, hint: str = "latency", dry_run: bool = False,
-          max_batch: int | None = None) -> Artifact | None:
+          max_batch: int | None = None, placement: str = "latency") -> Artifact | None:
     """The built artifact (from cache when it exists); None for a dry run."""
-    p = plan(art, target, precision, device, shapes, hint, max_batch)
+    p = plan(art, target, precision, device, shapes, hint, max_batch, placement)
     target_obj = load_target(p.info)
     target_obj.check(p.opts.device)
     if dry_run:
@@ -271,7 +283,8 @@ def check_integer_kernels(art: Artifact, runtime: Runtime, record: Any) -> int |
     if found is None:
         return None
     quantized = int((art.manifest.metrics.get("quantize") or {}).get("quantized_layers") or 0)
-    kept_float = int((record.options.get("rewrites") or {}).get("wide_layers_float") or 0)
+    rewrites = record.options.get("rewrites") or {}
+    kept_float = int(rewrites.get("wide_layers_float") or 0) + int(rewrites.get("keep_float") or 0)
     expected = quantized - kept_float
     if expected > 0 and found == 0:
         raise ParityError(f"the INT8 build runs no integer kernels ({expected} quantized layers expected): "

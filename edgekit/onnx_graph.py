@@ -51,10 +51,12 @@ def dequantized_weight(dq: Any, inits: dict[str, Any], dtype: Any = np.float64) 
 
 
 def cpu_session(model: Path | bytes, *, threads: int = 1, optimization: str = "disabled",
-                config: dict[str, str] | None = None, optimized_path: Path | None = None) -> Any:
+                config: dict[str, str] | None = None, optimized_path: Path | None = None,
+                profile_prefix: str | None = None) -> Any:
     """An ONNX Runtime CPU session for edgekit's own use (statistics, checks, the reference kernels):
     ``optimization="disabled"`` runs the graph exactly as ONNX defines it (a QDQ graph's own
-    arithmetic, the same on every CPU); ``"all"`` as ONNX Runtime would. Targets make their own."""
+    arithmetic, the same on every CPU); ``"all"`` as ONNX Runtime would. ``profile_prefix``: ONNX
+    Runtime's profiler writes every kernel's time to a JSON file of that prefix. Targets make their own."""
     require("onnxruntime", "onnxruntime", "running ONNX models")
     import onnxruntime as ort
 
@@ -68,4 +70,7 @@ def cpu_session(model: Path | bytes, *, threads: int = 1, optimization: str = "d
         opts.add_session_config_entry(key, value)
     if optimized_path is not None:
         opts.optimized_model_filepath = str(optimized_path)
+    if profile_prefix is not None:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile_prefix
     return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts, providers=["CPUExecutionProvider"])

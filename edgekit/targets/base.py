@@ -38,6 +38,9 @@ class BuildOptions:
     max_batch: int | None = None  # the largest batch the caller will run (TensorRT's profile covers it)
     # per input, per axis: the IO spec's (min, opt, max) for a named dim, else None (TensorRT's profile)
     ranges: dict[str, list[tuple[int, int, int] | None]] = field(default_factory=dict)
+    # INT8 on a CPU target that measures it: "latency" keeps float the layers measured faster in float
+    # here (edgekit.targets.placement), "int8" every layer as quantized; None where it does not apply
+    placement: str | None = None
 
     def key(self) -> dict[str, Any]:
         return asdict(self)

@@ -72,6 +72,7 @@ CATALOG: dict[str, TargetInfo] = {
         extra="onnxruntime",
         modules=("onnxruntime",),
         implementation="edgekit.targets.onnxruntime:OnnxRuntimeTarget",
+        build_options=("placement",),
     ),
     "openvino": TargetInfo(
         name="openvino",

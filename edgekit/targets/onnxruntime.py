@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -131,10 +131,15 @@ class OnnxRuntimeTarget:
     def build(self, onnx_path: Path, quantized: bool, opts: BuildOptions, out: Path) -> Built:
         model = out / "model.onnx"
         rewritten: dict[str, int] = {}
+        placed: dict[str, Any] | None = None
         if opts.precision == "int8" and opts.device == "cpu":
             from edgekit.targets.qdq_rewrite import rewrite
 
-            rewritten = rewrite(onnx_path, model, CPU_INT8_REWRITES)
+            float_layers: set[str] = set()
+            if opts.placement == "latency":
+                placed = _place(onnx_path, out)
+                float_layers = set(placed["float_layers"])
+            rewritten = rewrite(onnx_path, model, CPU_INT8_REWRITES, float_layers=float_layers)
         elif opts.precision == "fp16":
             _to_fp16(onnx_path, model)
         else:
@@ -151,18 +156,46 @@ class OnnxRuntimeTarget:
             name=self.name,
             device=opts.device,
             precision_requested=opts.precision,
-            precision=opts.precision,
+            precision=opts.precision,  # an INT8 build, as TensorRT's is, whichever kernels placement chose
             runtime_version=ort.__version__,  # the module's own: onnxruntime-gpu has no "onnxruntime" distribution
             model_file="model.onnx",
             options={"providers": PROVIDERS[opts.device], "graph_optimization_level": "all", "rewrites": rewritten,
-                     "session_config": EXACT_INT8},
+                     "session_config": EXACT_INT8, **({"placement": placed} if placed else {})},
         )
-        return Built(record, ["model.onnx"], {"rewrites": rewritten} if rewritten else {})
+        metrics: dict[str, Any] = {"rewrites": rewritten} if rewritten else {}
+        if placed:
+            metrics["placement"] = {k: placed[k] for k in ("chosen", "cpu", "int8_ms", "chosen_ms", "float_ms")}
+            metrics["placement"]["float_layers"] = len(placed["float_layers"])
+        return Built(record, ["model.onnx"], metrics)
 
     def load(self, directory: Path, record: TargetRecord, threads: int | None = None,
              shared: bool = False) -> OrtRuntime:
         return OrtRuntime(directory / record.model_file, list(record.options.get("providers", PROVIDERS["cpu"])), threads,
                           shared=shared, precision=record.precision)
+
+
+def _place(onnx_path: Path, out: Path) -> dict[str, Any]:
+    """Latency-aware placement on this CPU (``edgekit.targets.placement``): its record, with the layers
+    to keep float. The sessions it times spin no threads between runs (they take turns on the cores)."""
+    import functools
+    import tempfile
+
+    from edgekit import console
+    from edgekit.cpu import detect
+    from edgekit.targets.placement import place
+
+    factory = functools.partial(cpu_session, threads=default_threads(), optimization="all",
+                                config={**EXACT_INT8, "session.force_spinning_stop": "1"})
+    with console.progress() as bar, tempfile.TemporaryDirectory(prefix="edgekit-place-", dir=out) as tmp:
+        task = bar.add_task("placement: INT8 vs float per layer", total=4, status="")
+        placement = place(onnx_path, CPU_INT8_REWRITES, Path(tmp), factory, cpu=detect().kind,
+                          on_step=lambda done: bar.update(task, advance=1, status=done))
+    record = placement.record()
+    n, total = len(record["float_layers"]), len(placement.regions)
+    console.info(f"placement: {n}/{total} layers run float on this CPU ({placement.cpu}): INT8 "
+                 f"{placement.int8_ms:.3f} ms, all float {placement.float_ms:.3f} ms, "
+                 f"chosen {placement.chosen} {placement.chosen_ms:.3f} ms")
+    return record
 
 
 def _to_fp16(src: Path, dst: Path) -> None:

@@ -16,7 +16,8 @@ from edgekit.errors import ParityError
 
 @pytest.mark.parametrize("target", ["onnxruntime", "openvino"])
 def test_int8_builds_run_integer_layers(digits_int8: Artifact, target: str) -> None:
-    built = build(digits_int8, target, "int8")
+    # every layer INT8: ONNX Runtime's latency placement may run a layer float where it is faster here
+    built = build(digits_int8, target, "int8", placement="int8" if target == "onnxruntime" else "latency")
     assert built is not None
     found = built.manifest.metrics["parity"]["integer_layers"]
     assert isinstance(found, int) and found > 0
