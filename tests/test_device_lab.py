@@ -91,6 +91,23 @@ def _run(python: Path, args: list[str], emulate: str | None, cwd: Path, arm: Pat
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False, cwd=cwd, env=env)
 
 
+def _agrees_where_decisive(got: np.ndarray, art: Artifact, x: np.ndarray, case: tuple[object, ...]) -> None:
+    """The device's top-1 is the reference's (the QDQ graph the bundle was built from, with exact ONNX
+    semantics) on every image where the reference's top-2 margin exceeds what a build may differ by
+    (INT8_STEPS output steps): a near-tie may go either way on any correct integer kernel. Three in
+    four images must be decisive, or the check says little."""
+    from edgekit.build import INT8_STEPS, reference_runtime
+    from edgekit.steps.qdq_graph import output_steps
+
+    assert art.onnx_path is not None
+    ref_rt, _ = reference_runtime(art, "int8")
+    logits = ref_rt.infer({"input": x})["output"]
+    top2 = np.sort(logits, axis=1)[:, -2:]
+    decisive = (top2[:, 1] - top2[:, 0]) > INT8_STEPS * output_steps(art.onnx_path)["output"]
+    assert decisive.mean() >= 0.75, (case, decisive.mean())
+    assert (got == logits.argmax(1))[decisive].all(), (case, np.flatnonzero((got != logits.argmax(1)) & decisive))
+
+
 CASES = [pytest.param(None, id="host"),
          pytest.param("Haswell", id="emulated-avx2", marks=pytest.mark.skipif(
              QEMU is None, reason="qemu-x86_64 is not installed (tools/device_lab.sh installs it with apt, as root)"))]
@@ -100,7 +117,6 @@ CASES = [pytest.param(None, id="host"),
 @pytest.mark.parametrize("bundle", ["digits-onnxruntime", "digits-openvino", "mbnet-onnxruntime", "mbnet-openvino"])
 def test_bundle_verifies_and_predicts_the_reference(device: Path, lab_bundles: dict[str, tuple[Path, Artifact]],
                                                     bundle: str, emulate: str | None, tmp_path: Path) -> None:
-    from edgekit.build import reference_runtime
     from edgekit.data import resolve_source
 
     if detect().arch not in ("x86_64", "amd64") and emulate:
@@ -119,9 +135,7 @@ def test_bundle_verifies_and_predicts_the_reference(device: Path, lab_bundles: d
     assert pred.returncode == 0, pred.stderr[-2000:]
     got = np.array([int(p[0]["label"]) for p in json.loads(pred.stdout)["predictions"]])
     # the reference: the QDQ graph the bundle was built from, with exact ONNX semantics
-    ref_rt, _ = reference_runtime(art, "int8")
-    want = ref_rt.infer({"input": x})["output"].argmax(1)
-    assert (got == want).mean() >= 0.98, (bundle, emulate, (got == want).mean())
+    _agrees_where_decisive(got, art, x, (bundle, emulate))
 
 
 ARM_CASES = [pytest.param("cortex-a72", "aarch64", id="aarch64-neon"), pytest.param("max", "aarch64-dotprod", id="aarch64-dotprod")]
@@ -134,7 +148,6 @@ def test_bundle_on_emulated_aarch64(lab_bundles: dict[str, tuple[Path, Artifact]
                                     cpu: str, kind: str, tmp_path: Path) -> None:
     if bundle.endswith("openvino"):
         pytest.skip("OpenVINO's CPU plugin cannot start under user-mode qemu-aarch64 (it reads MIDR_EL1 from sysfs)")
-    from edgekit.build import reference_runtime
     from edgekit.data import resolve_source
 
     path, art = lab_bundles[bundle]
@@ -149,6 +162,4 @@ def test_bundle_on_emulated_aarch64(lab_bundles: dict[str, tuple[Path, Artifact]
                 arm=arm_edgekit)
     assert pred.returncode == 0, pred.stderr[-2000:]
     got = np.array([int(p[0]["label"]) for p in json.loads(pred.stdout)["predictions"]])
-    ref_rt, _ = reference_runtime(art, "int8")
-    want = ref_rt.infer({"input": x})["output"].argmax(1)
-    assert (got == want).mean() >= 0.98, (bundle, cpu, (got == want).mean())
+    _agrees_where_decisive(got, art, x, (bundle, cpu))
