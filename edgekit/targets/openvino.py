@@ -53,8 +53,10 @@ def device_config(precision: str, hint: str = "latency", threads: int | None = N
 
 
 # u8 x s8 kernels: the graph that is right on every CPU, and the one for CPUs whose pair sums do not saturate
+# fold_passthrough_pairs only where pairs cannot saturate: a layer reading Flatten(DQ(x)) instead of
+# DQ(x) is hidden from wide_layers_float, which must see a signed input to keep the layer float
 SAFE_INT8_REWRITES = ("fold_relu_pairs", "nonnegative_to_u8", "u8_to_7bit", "wide_layers_float")
-VNNI_INT8_REWRITES = ("fold_relu_pairs", "nonnegative_to_u8", "u8_to_7bit")
+VNNI_INT8_REWRITES = ("fold_relu_pairs", "fold_passthrough_pairs", "nonnegative_to_u8", "u8_to_7bit")
 VNNI_MODEL = "model-vnni.xml"
 
 

@@ -68,3 +68,24 @@ def test_fold_float_weights_keeps_a_dequantized_weight_that_is_a_graph_output(tm
     assert len(after) == 2
     for a, b in zip(before, after, strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(("second_scale", "folded"), [(0.05, 1), (0.04, 0)])
+def test_a_requantization_after_maxpool_with_the_same_scale_is_dropped(tmp_path: Path, second_scale: float,
+                                                                      folded: int) -> None:
+    """Q -> DQ -> MaxPool -> Q -> DQ with one scale: the second pair changes nothing and goes (exact);
+    with another scale it rounds again and stays."""
+    inits = [numpy_helper.from_array(np.array(0.05, np.float32), "s"), numpy_helper.from_array(np.array(0, np.int8), "z"),
+             numpy_helper.from_array(np.array(second_scale, np.float32), "s2")]
+    nodes = [*_qdq("a", "x"), helper.make_node("MaxPool", ["a"], ["p"], kernel_shape=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("QuantizeLinear", ["p", "s2", "z"], ["pq"], name="p_q"),
+             helper.make_node("DequantizeLinear", ["pq", "s2", "z"], ["pd"], name="p_dq"),
+             helper.make_node("Relu", ["pd"], ["y"])]
+    path = _save(tmp_path, nodes, inits, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    counts = rewrite(path, tmp_path / "f.onnx", ("fold_passthrough_pairs",))
+    assert counts["fold_passthrough_pairs"] == folded
+    x = {"x": np.random.default_rng(0).normal(size=(1, 2, 4, 4)).astype(np.float32)}
+    np.testing.assert_array_equal(_run(tmp_path / "f.onnx", x)[0], _run(path, x)[0])
+    quantizers = sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(tmp_path / "f.onnx")).graph.node)
+    assert quantizers == 2 - folded
