@@ -58,6 +58,10 @@ class LayerReport(BaseModel):
     float_metric: float | None = None  # the task metric with this layer alone in float
     metric_gain: float | None = None  # float_metric minus the INT8 graph's
     output_error_removed: float | None = None  # share of the output MSE vs float that goes with it
+    # from this artifact's ONNX Runtime INT8 build on this CPU kind, when it exists (latency placement)
+    int8_ms: float | None = None
+    float_ms: float | None = None
+    placement: str | None = None  # int8 | float: what that build runs the layer as
 
 
 class ExplainReport(BaseModel):
@@ -80,6 +84,7 @@ class ExplainReport(BaseModel):
     layers: list[LayerReport]  # sorted by contribution to the drop, largest first
     culprits: list[str]
     advice: str
+    placement: dict[str, Any] | None = None  # the build it came from: path, cpu, chosen, candidates' ms
 
 
 # --------------------------------------------------------------------------- the graphs
@@ -406,23 +411,72 @@ def _signed(v: float | None) -> str:
 
 COLUMNS = ["#", "layer", "op", "gain in float", "error removed", "SQNR alone", "SQNR accum.", "cosine",
            "input clipped", "w ch. max/median", "w SQNR"]
+PLACEMENT_COLUMNS = ["ORT ms INT8/float", "runs as"]
 
 
-def _cells(i: int, r: LayerReport) -> list[str]:
+def _columns(report: ExplainReport) -> list[str]:
+    return COLUMNS + (PLACEMENT_COLUMNS if report.placement else [])
+
+
+def _cells(i: int, r: LayerReport, placed: bool = False) -> list[str]:
     w = r.weight_channel_absmax
     spread = f"{w['max'] / w['median']:.1f}" if w and w.get("median") else "-"
-    return [str(i + 1), r.name, r.op, _signed(r.metric_gain), _pct(r.output_error_removed), _fmt_db(r.sqnr_alone_db),
-            _fmt_db(r.sqnr_accumulated_db), "-" if r.cosine_accumulated is None else f"{r.cosine_accumulated:.4f}",
-            _pct(r.clipped_fraction), spread, _fmt_db(r.weight_sqnr_db)]
+    cells = [str(i + 1), r.name, r.op, _signed(r.metric_gain), _pct(r.output_error_removed), _fmt_db(r.sqnr_alone_db),
+             _fmt_db(r.sqnr_accumulated_db), "-" if r.cosine_accumulated is None else f"{r.cosine_accumulated:.4f}",
+             _pct(r.clipped_fraction), spread, _fmt_db(r.weight_sqnr_db)]
+    if placed:
+        times = "-" if r.int8_ms is None or r.float_ms is None else f"{r.int8_ms:.3f}/{r.float_ms:.3f}"
+        cells += [times, r.placement or "-"]
+    return cells
+
+
+def _placement(art: Artifact) -> dict[str, Any] | None:
+    """The newest ONNX Runtime INT8 build of ``art`` with a latency placement measured on this CPU kind."""
+    import json
+
+    from edgekit.cpu import detect
+
+    kind, found = detect().kind, []
+    for manifest in (art.path / "builds").glob("onnxruntime-int8-*/manifest.json"):
+        try:
+            record = json.loads(manifest.read_text())
+            placed = record["target"]["options"].get("placement")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+        if isinstance(placed, dict) and placed.get("cpu") == kind and isinstance(placed.get("regions"), list):
+            found.append((manifest.stat().st_mtime, manifest.parent, placed))
+    if not found:
+        return None
+    _, path, placed = max(found, key=lambda f: f[0])
+    return {"build": str(path), **placed}
+
+
+def _annotate(rows: list[LayerReport], placed: dict[str, Any]) -> None:
+    regions = {r.get("layer"): r for r in placed["regions"] if isinstance(r, dict)}
+    for row in rows:
+        region = regions.get(row.name)
+        if region is not None:
+            row.int8_ms, row.float_ms, row.placement = region.get("int8_ms"), region.get("float_ms"), region.get("choice")
 
 
 def markdown(report: ExplainReport) -> str:
     head = (f"# edgekit explain: {report.artifact}\n\n{report.metric} on {report.data} ({report.split} split, "
             f"{report.samples} samples): float {_num(report.float_value)}, INT8 {_num(report.int8_value)}, "
             f"drop {_signed(report.drop)} ({report.seconds:.1f} s)\n\n")
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_cells(i, r)) + " |" for i, r in enumerate(report.layers)]
-    return head + "\n".join(lines) + f"\n\n{report.advice}\n"
+    columns, placed = _columns(report), report.placement is not None
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cells(i, r, placed)) + " |" for i, r in enumerate(report.layers)]
+    return head + "\n".join(lines) + f"\n\n{report.advice}{_placement_line(report)}\n"
+
+
+def _placement_line(report: ExplainReport) -> str:
+    p = report.placement
+    if not p:
+        return ""
+    n = sum(r.placement == "float" for r in report.layers)
+    return (f"\n\nLatency on ONNX Runtime ({p.get('cpu')}, build {p.get('build')}): every layer INT8 "
+            f"{p.get('int8_ms')} ms, every layer float {p.get('float_ms')} ms; it runs {p.get('chosen')} "
+            f"({n} of {len(report.layers)} layers float), {p.get('chosen_ms')} ms.")
 
 
 def print_table(report: ExplainReport) -> None:
@@ -432,12 +486,12 @@ def print_table(report: ExplainReport) -> None:
         return
     table = Table(title=f"explain: {report.metric} float {_num(report.float_value)} -> INT8 {_num(report.int8_value)} on "
                   f"{report.samples} {report.split} samples; layers by contribution to the drop")
-    for c in COLUMNS:
-        table.add_column(c, justify="left" if c in ("layer", "op") else "right")
+    for c in _columns(report):
+        table.add_column(c, justify="left" if c in ("layer", "op", "runs as") else "right")
     for i, r in enumerate(report.layers):
-        table.add_row(*_cells(i, r))
+        table.add_row(*_cells(i, r, report.placement is not None))
     console.err.print(table)
-    console.err.print(report.advice)
+    console.err.print(report.advice + _placement_line(report))
 
 
 def plot(report: ExplainReport, path: Path) -> None:
@@ -574,10 +628,14 @@ def explain(art: Artifact, *, recipe: str | None = None, calib: str | None = Non
                              r.sqnr_alone_db if r.sqnr_alone_db is not None else math.inf))
     drop = None if float_value is None or int8_value is None else float_value - int8_value
     culprits, advice = _advice(rows, drop, metric, probe, resolution=1 / n if metric == "top1" else 0.0)
+    placed = _placement(art) if art.manifest.quantized else None
+    if placed:
+        _annotate(rows, placed)
     report = ExplainReport(created=stamp, artifact=str(art.path), recipe=recipe if not art.manifest.quantized else None,
                            data=source, split=split, samples=n, metric=metric, float_value=float_value,
                            int8_value=int8_value, drop=drop, output_mse=mse, probed=probe,
-                           seconds=time.perf_counter() - t0, seconds_passes=t2 - t1, seconds_probes=t3 - t2, layers=rows, culprits=culprits, advice=advice)
+                           seconds=time.perf_counter() - t0, seconds_passes=t2 - t1, seconds_probes=t3 - t2, layers=rows, culprits=culprits, advice=advice,
+                           placement={k: v for k, v in placed.items() if k != "regions"} if placed else None)
     write(report, out, overwrite)
     print_table(report)
     console.info(f"[green]wrote[/green] {out}/explain.json, explain.md, explain.png")

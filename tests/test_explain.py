@@ -84,6 +84,25 @@ def test_explain_without_probe_ranks_by_error_alone(digits_int8: Artifact, tmp_p
     assert alone == sorted(alone)
 
 
+def test_explain_reports_the_latency_placement_of_the_onnxruntime_build(digits_int8: Artifact, tmp_path: Path) -> None:
+    """With an ONNX Runtime INT8 build of the artifact on this CPU kind, every layer's INT8 and float
+    time and what the build runs it as stand beside its error: why INT8 is slower here, if it is."""
+    from edgekit.build import build
+    from edgekit.explain import explain
+
+    built = build(digits_int8, "onnxruntime", "int8")
+    assert built is not None and built.manifest.target is not None
+    regions = {r["layer"]: r for r in built.manifest.target.options["placement"]["regions"]}
+    report = explain(digits_int8, probe=False, samples=64, out=tmp_path / "ex")
+    assert report.placement is not None and report.placement["build"] == str(built.path)
+    assert {r.name for r in report.layers} == set(regions)
+    for r in report.layers:
+        assert (r.int8_ms, r.float_ms, r.placement) == (regions[r.name]["int8_ms"], regions[r.name]["float_ms"],
+                                                         regions[r.name]["choice"])
+    md = (tmp_path / "ex" / "explain.md").read_text()
+    assert "ORT ms INT8/float" in md and "Latency on ONNX Runtime" in md
+
+
 def test_explain_bad_input(digits_ckpt: Artifact, digits_int8: Artifact, tmp_path: Path) -> None:
     assert_user_error(run_cli("explain", str(digits_ckpt.path), "--out", str(tmp_path / "a")), "float model")
     assert_user_error(run_cli("explain", str(digits_int8.path), "--recipe", "int8", "--out", str(tmp_path / "b")),
