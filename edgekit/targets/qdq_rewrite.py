@@ -7,9 +7,9 @@ other encodings of the same numbers:
   rounding, clamping and Relu commute when both quantizers share scale and zero point. It removes
   a requantization per layer.
 - ``fold_passthrough_pairs`` (exact): a second quantizer with the first one's scale and zero point
-  right after MaxPool, Flatten, Reshape and the like (ops that only move values) is dropped: the
-  values are already on its grid. OpenVINO's VNNI model only (the portable one needs the pair:
-  ``wide_layers_float`` finds a signed layer input by it).
+  right after a MaxPool (which only picks values) is dropped: the values are already on its grid.
+  OpenVINO's VNNI model only (the portable one needs the pair: ``wide_layers_float`` finds a signed
+  layer input by it).
 - ``nonnegative_to_u8`` (exact up to the saturation point): an activation produced by Relu (or
   pooled, reshaped or summed from such) is never negative, so its S8 zero-point-0 quantizer uses only 0..127; as U8 with zero point 0 and the same
   scale it gives the same values, and saturates at 255*s instead of 127*s (only values above the
@@ -91,14 +91,16 @@ def fold_relu_pairs(model: Any) -> int:
     return removed
 
 
-# ops whose every output value is one of their input's values (MaxPool pads with -inf, not 0)
-PASS_THROUGH = ("MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity")
+# ops whose every output value is one of their input's values (MaxPool pads with -inf, not 0). Only
+# MaxPool is folded: the same fold before MobileNetV3's Flatten -> Gemm made OpenVINO's build ~5 %
+# slower on x86-avx512-vnni (9 alternating repeats), as if the Gemm no longer saw its quantizer
+PASS_THROUGH = ("MaxPool",)
 
 
 def fold_passthrough_pairs(model: Any) -> int:
-    """Q1 -> DQ1 -> MaxPool/Flatten/Reshape... -> Q2 -> DQ2 with Q2's scale and zero point equal to
-    Q1's  ==>  Q1 -> DQ1 -> MaxPool/...: the op's outputs are values of DQ1's grid, which Q2 maps to
-    the same integers (exact). OpenVINO propagates the first quantizer through such ops itself; the
+    """Q1 -> DQ1 -> MaxPool -> Q2 -> DQ2 with Q2's scale and zero point equal to Q1's  ==>
+    Q1 -> DQ1 -> MaxPool: the op's outputs are values of DQ1's grid, which Q2 maps to the same
+    integers (exact). OpenVINO propagates the first quantizer through such ops itself; the
     second one, once ``u8_to_7bit`` puts a Clip before it, it runs as its own FakeQuantize with a
     layout change on each side (ResNet-18's MaxPool: ~0.1 ms of 2.9 on x86-avx512-vnni). Not for
     ONNX Runtime, whose integer kernels need a DequantizeLinear right before them."""
