@@ -115,3 +115,22 @@ def test_verify_judges_int8_outputs_in_steps() -> None:
     assert compare({"output": want["output"] + 0.3}, want, spec, "embedding", "here")["max_error"] > 0
     with pytest.raises(ParityError, match=r"by 0\.45 \(tolerance 0\.4\)"):
         compare({"output": want["output"] + 0.45}, want, spec, "embedding", "here")
+
+
+def test_layers_a_rewrite_runs_in_float_are_not_expected_as_integer(digits_int8: Artifact) -> None:
+    """A placement that keeps all layers but one float, and that one a Conv ONNX Runtime runs in float
+    anyway (no quantizer after it): 0 integer kernels is what the build should run, not an error."""
+    from edgekit.artifact import TargetRecord
+
+    class NoIntegerKernels:
+        def integer_layers(self) -> int:
+            return 0
+
+    quantized = digits_int8.manifest.metrics["quantize"]["quantized_layers"]
+    record = TargetRecord(name="onnxruntime", device="cpu", precision_requested="int8", precision="int8",
+                          runtime_version="x", model_file="model.onnx",
+                          options={"rewrites": {"keep_float": quantized - 1, "fold_float_weights": 1}})
+    assert check_integer_kernels(digits_int8, NoIntegerKernels(), record) == 0  # type: ignore[arg-type]
+    record.options["rewrites"] = {"keep_float": quantized - 1}
+    with pytest.raises(ParityError, match="runs no integer kernels"):
+        check_integer_kernels(digits_int8, NoIntegerKernels(), record)  # type: ignore[arg-type]
