@@ -210,12 +210,13 @@ def log(message: str) -> None:
 # --------------------------------------------------------------------------- runtimes
 
 
-def built_runtime(art: Any, target: str, precision: str | None = None, threads: int = THREADS) -> tuple[Any, Any]:
+def built_runtime(art: Any, target: str, precision: str | None = None, threads: int = THREADS,
+                  placement: str = "latency") -> tuple[Any, Any]:
     """(runtime, built artifact) of ``art`` compiled for ``target`` (cached by edgekit.build)."""
     from edgekit.build import build
     from edgekit.targets.catalog import CATALOG, load_target
 
-    built = build(art, target, precision)
+    built = build(art, target, precision, placement=placement)
     assert built is not None and built.manifest.target is not None
     rt: Any = load_target(CATALOG[target])
     return rt.load(built.path, built.manifest.target, threads=threads, shared=True), built  # timed in turns with others

@@ -60,7 +60,7 @@ def test_latency_rows_are_timed(smoke: tuple[Path, subprocess.CompletedProcess[s
     data = _section(smoke[0], name)
     rows = {r["row"]: r for r in data["data"]["rows"]}
     want = {"torch eager FP32", "ONNX Runtime FP32", "OpenVINO FP32", "edgekit INT8 on OpenVINO",
-            "edgekit INT8 on ONNX Runtime"}
+            "edgekit INT8 on ONNX Runtime", "edgekit INT8 on ONNX Runtime, every layer INT8 (--placement int8)"}
     if name == "resnet18":
         want |= {"pruned 50% MACs, OpenVINO FP32", "pruned 50% MACs + INT8, OpenVINO"}
     assert set(rows) == want  # no NNCF peer row in --smoke
@@ -70,7 +70,8 @@ def test_latency_rows_are_timed(smoke: tuple[Path, subprocess.CompletedProcess[s
     if name == "resnet18":
         assert rows["pruned 50% MACs, OpenVINO FP32"]["macs"] < 0.55 * rows["torch eager FP32"]["macs"]
     verdicts = {g["goal"]: g["verdict"] for g in data["goals"]}
-    assert verdicts["edgekit OV INT8 latency / NNCF OV INT8 latency <= 1.0"] == "n/a"  # peers are off
+    assert verdicts["edgekit OV INT8 latency / NNCF OV INT8 latency <= 0.95"] == "n/a"  # peers are off
+    assert verdicts["latency-aware placement: edgekit ORT INT8 not slower than every layer INT8"] in ("pass", "FAIL")
 
 
 def test_summary_has_every_section_and_goal_table(smoke: tuple[Path, subprocess.CompletedProcess[str]]) -> None:

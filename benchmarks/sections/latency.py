@@ -39,6 +39,7 @@ from benchmarks.models import MOBILENET, RESNET18, write_images
 TORCH, ORT32, OV32 = "torch eager FP32", "ONNX Runtime FP32", "OpenVINO FP32"
 OV8, ORT8, NNCF8 = "edgekit INT8 on OpenVINO", "edgekit INT8 on ONNX Runtime", "NNCF INT8 on OpenVINO (peer)"
 ORTQ8 = "ONNX Runtime quantize_static INT8 (peer)"
+ORT8ALL = "edgekit INT8 on ONNX Runtime, every layer INT8 (--placement int8)"
 PR32, PR8 = "pruned 50% MACs, OpenVINO FP32", "pruned 50% MACs + INT8, OpenVINO"
 
 
@@ -65,14 +66,16 @@ def run_model(ctx: Ctx, name: str, factory: str, kwargs: dict[str, Any], size: i
     runtimes: list[tuple[str, Any]] = [(TORCH, torch_runtime(full))]
     info: dict[str, dict[str, Any]] = {TORCH: {"artifact": str(full.path), "macs": full.manifest.metrics.get("macs"),
                                               "params": full.manifest.metrics.get("params")}}
-    for label, art, target in ((ORT32, full, "onnxruntime"), (OV32, full, "openvino"),
-                               (OV8, int8, "openvino"), (ORT8, int8, "onnxruntime")):
+    for label, art, target, placement in ((ORT32, full, "onnxruntime", "latency"), (OV32, full, "openvino", "latency"),
+                                          (OV8, int8, "openvino", "latency"), (ORT8, int8, "onnxruntime", "latency"),
+                                          (ORT8ALL, int8, "onnxruntime", "int8")):
         log(f"{name}: build {label}")
-        rt, built = built_runtime(art, target)
+        rt, built = built_runtime(art, target, placement=placement)
         runtimes.append((label, rt))
         info[label] = {"artifact": str(built.path), "macs": art.manifest.metrics.get("macs"),
                        "params": art.manifest.metrics.get("params"), "size_bytes": _size(built),
-                       "precision_ran": built.manifest.target.precision, "parity": built.manifest.metrics.get("parity")}
+                       "precision_ran": built.manifest.target.precision, "parity": built.manifest.metrics.get("parity"),
+                       "placement": built.manifest.metrics.get("placement")}
     if ctx.peers and nncf_available() is None:
         log(f"{name}: NNCF INT8 (peer)")
         model, secs = nncf_int8(full.onnx_path, calibration_samples(data, full.io, 300))
@@ -129,18 +132,20 @@ def _size(built: Any) -> int:
 def _goals(sec: Section, timings: dict[str, dict[str, Any]]) -> None:
     s = speedup(timings, TORCH, OV8)
     sec.goals.append(goal("edgekit INT8 on OpenVINO >= 4x torch eager FP32", ">= 4.00x", s, s is not None and s >= 4.0, "{:.2f}x"))
-    if NNCF8 in timings:
-        r = timings[OV8]["p50"] / timings[NNCF8]["p50"]
-        sec.goals.append(goal("edgekit OV INT8 latency / NNCF OV INT8 latency <= 1.0", "<= 1.00", r, r <= 1.0, "{:.3f}"))
-    else:
-        sec.goals.append(goal("edgekit OV INT8 latency / NNCF OV INT8 latency <= 1.0", "<= 1.00", None, None))
-    s = speedup(timings, ORT32, ORT8)
-    sec.goals.append(goal("edgekit INT8 on ONNX Runtime >= 2.5x ONNX Runtime FP32", ">= 2.50x", s,
-                          s is not None and s >= 2.5, "{:.2f}x"))
-    if ORTQ8 in timings:
-        r = timings[ORT8]["p50"] / timings[ORTQ8]["p50"]
-        sec.goals.append(goal("edgekit ORT INT8 latency / ONNX Runtime quantize_static INT8 latency <= 1.0", "<= 1.00", r,
-                              r <= 1.0, "{:.3f}"))
+    for fp32, int8, target in ((OV32, OV8, "OpenVINO"), (ORT32, ORT8, "ONNX Runtime")):  # issue 16
+        s = speedup(timings, fp32, int8)
+        sec.goals.append(goal(f"edgekit INT8 on {target} faster than {target} FP32", "> 1.00x", s,
+                              s is not None and s > 1.0, "{:.2f}x"))
+    for peer, what in ((NNCF8, "NNCF OV INT8"), (ORTQ8, "ONNX Runtime quantize_static INT8")):
+        mine = OV8 if peer == NNCF8 else ORT8
+        r = timings[mine]["p50"] / timings[peer]["p50"] if peer in timings else None
+        sec.goals.append(goal(f"edgekit {'OV' if peer == NNCF8 else 'ORT'} INT8 latency / {what} latency <= 0.95",
+                              "<= 0.95", r, r is not None and r <= 0.95, "{:.3f}"))
+    if ORT8ALL in timings:
+        s = speedup(timings, ORT8ALL, ORT8)
+        # where placement keeps every layer INT8 the two rows are one graph: their ratio is the noise
+        sec.goals.append(goal("latency-aware placement: edgekit ORT INT8 not slower than every layer INT8", ">= 0.95x", s,
+                              s is not None and s >= 0.95, "{:.2f}x"))
     if PR32 in timings:
         s = speedup(timings, OV32, PR32)
         sec.goals.append(goal("pruned OV FP32 >= 1.6x faster than unpruned OV FP32", ">= 1.60x", s,
