@@ -111,8 +111,9 @@ POOLS = ("GlobalAveragePool", "ReduceMean")
 
 def squeeze_excite_nodes(path: Path) -> set[str]:
     """The nodes of squeeze-and-excite branches: ``x -> global pool -> 1x1 layers -> gate -> Mul(x, .)``.
-    They run on a 1x1 map, so INT8 saves nothing there and every Q/DQ costs a reorder: NNCF leaves
-    them in float too."""
+    They run on a 1x1 map, so INT8 saves little there and every Q/DQ costs a reorder. NNCF 3.4 does
+    quantize them (not the gate): on OpenVINO that measured within noise of keeping them float on
+    MobileNetV3 (x86-avx512-vnni, issue 16's notes), so they stay float by default."""
     graph = _load(path).graph
     _, producers, _ = _maps(graph)
     found: set[str] = set()
