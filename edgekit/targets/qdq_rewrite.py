@@ -121,15 +121,20 @@ def fold_passthrough_pairs(model: Any) -> int:
                 or any(d.op_type != "DequantizeLinear" or d.output[0] in outputs or not _same_qparams(inits, q2, d)
                        for d in dq2s)):
             continue
-        for d in dq2s:
-            for u in consumers.get(d.output[0], []):
-                for k, name in enumerate(u.input):
-                    if name == d.output[0]:
-                        u.input[k] = op.output[0]
-            graph.node.remove(d)
-        graph.node.remove(q2)
+        _bypass(graph, consumers, q2, dq2s, op.output[0])
         removed += 1
     return removed
+
+
+def _bypass(graph: Any, consumers: dict[str, list[Any]], q: Any, dqs: list[Any], tensor: str) -> None:
+    """Remove the pair ``q -> dqs``: what read a DQ's output reads ``tensor`` instead."""
+    for d in dqs:
+        for u in consumers.get(d.output[0], []):
+            for k, name in enumerate(u.input):
+                if name == d.output[0]:
+                    u.input[k] = tensor
+        graph.node.remove(d)
+    graph.node.remove(q)
 
 
 # ops whose output is non-negative when every activation input is (pooling keeps values or averages them)
@@ -381,13 +386,7 @@ def keep_float(model: Any, layers: set[str]) -> int:
         readers = [u for d in dqs for u in consumers.get(d.output[0], [])]
         if not floats(q) or not all(floats(u) for u in readers):
             continue
-        for d in dqs:
-            for u in consumers.get(d.output[0], []):
-                for k, name in enumerate(u.input):
-                    if name == d.output[0]:
-                        u.input[k] = q.input[0]
-            graph.node.remove(d)
-        graph.node.remove(q)
+        _bypass(graph, consumers, q, dqs, q.input[0])
     _drop_dead_dequantizers(graph)
     return count
 
