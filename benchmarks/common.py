@@ -229,6 +229,22 @@ def torch_runtime(art: Any, threads: int = THREADS) -> Any:
     return TorchRuntime(load_module(art), art.io.output_names, threads=threads)
 
 
+class OrtPeerRuntime:
+    """ONNX Runtime's own INT8 model in a CPU session as ONNX Runtime's docs run it (all graph
+    optimizations), with edgekit's thread count and no spinning between runs. Without edgekit's
+    ``session.x64quantprecision`` entry, as quantize_static's users run it: with the entry ONNX Runtime
+    1.32 refuses to load quantize_static's ViT-Tiny ("Attempt to replace the existing tensor")."""
+
+    def __init__(self, path: Path, threads: int = THREADS) -> None:
+        from edgekit.onnx_graph import cpu_session
+
+        self.session = cpu_session(path, threads=threads, optimization="all", config={"session.force_spinning_stop": "1"})
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self.session.run(self.output_names, inputs), strict=True))
+
+
 class OvModelRuntime:
     """An ``openvino.Model`` compiled by the OpenVINO target's own ``device_config`` (an INT8 model's
     config: f32 for the float regions, latency hint, the same thread count, no pinning), so peer rows

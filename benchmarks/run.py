@@ -30,7 +30,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-SECTIONS = ("digits", "fashion", "resnet18", "mobilenet", "bert")
+SECTIONS = ("digits", "fashion", "resnet18", "mobilenet", "efficientnet", "vit", "bert")
 SMOKE_SECTIONS = ("digits", "resnet18", "mobilenet")
 
 
@@ -38,7 +38,8 @@ def _runner(name: str) -> Callable[..., object]:
     from benchmarks.sections import bert, digits, fashion, latency
 
     return {"digits": digits.run, "fashion": fashion.run, "resnet18": latency.run_resnet18,
-            "mobilenet": latency.run_mobilenet, "bert": bert.run}[name]
+            "mobilenet": latency.run_mobilenet, "efficientnet": latency.run_efficientnet, "vit": latency.run_vit,
+            "bert": bert.run}[name]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

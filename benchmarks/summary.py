@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-ORDER = ("digits", "fashion", "resnet18", "mobilenet", "bert")
+ORDER = ("digits", "fashion", "resnet18", "mobilenet", "efficientnet", "vit", "bert")
 
 
 def _cell(v: Any) -> str:

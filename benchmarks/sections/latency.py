@@ -20,6 +20,7 @@ from benchmarks.common import (
     RECIPES,
     THREADS,
     Ctx,
+    OrtPeerRuntime,
     OvModelRuntime,
     Section,
     Table,
@@ -34,7 +35,7 @@ from benchmarks.common import (
     time_rows,
     torch_runtime,
 )
-from benchmarks.models import MOBILENET, RESNET18, write_images
+from benchmarks.models import EFFICIENTNET, MOBILENET, RESNET18, VIT, write_images
 
 TORCH, ORT32, OV32 = "torch eager FP32", "ONNX Runtime FP32", "OpenVINO FP32"
 OV8, ORT8, NNCF8 = "edgekit INT8 on OpenVINO", "edgekit INT8 on ONNX Runtime", "NNCF INT8 on OpenVINO (peer)"
@@ -49,7 +50,8 @@ def _cosine_to(ref: np.ndarray, out: np.ndarray) -> float:
     return cosine(out, ref)
 
 
-def run_model(ctx: Ctx, name: str, factory: str, kwargs: dict[str, Any], size: int, prune: bool) -> Section:
+def run_model(ctx: Ctx, name: str, factory: str, kwargs: dict[str, Any], size: int, prune: bool,
+              recipe: str = "int8") -> Section:
     from benchmarks.peers import calibration_samples, nncf_available, nncf_int8, ort_quantize_static
     from edgekit.data import match_inputs, resolve_source
 
@@ -58,8 +60,8 @@ def run_model(ctx: Ctx, name: str, factory: str, kwargs: dict[str, Any], size: i
     n_train = 64 if ctx.smoke else 300
     data = f"npz:{write_images(work / f'images{size}-{n_train}.npz', size, train=n_train)}"
     full = ctx.import_model(work / "full", factory, data=data, kwargs=kwargs)
-    log(f"{name}: compress int8")
-    int8 = ctx.compress(full, ctx.recipe("int8"), "int8")
+    log(f"{name}: compress {recipe}")
+    int8 = ctx.compress(full, ctx.recipe(recipe), "int8")
     x_test = match_inputs(resolve_source(data)("test")[0], full.io)
     feeds = {k: np.ascontiguousarray(v[:1]) for k, v in x_test.items()}
 
@@ -82,11 +84,9 @@ def run_model(ctx: Ctx, name: str, factory: str, kwargs: dict[str, Any], size: i
         runtimes.append((NNCF8, OvModelRuntime(model, THREADS)))
         info[NNCF8] = {"quantize_s": secs, "macs": full.manifest.metrics.get("macs"), "params": full.manifest.metrics.get("params")}
     if ctx.peers:
-        from edgekit.targets.onnxruntime import OrtRuntime
-
         log(f"{name}: ONNX Runtime quantize_static INT8 (peer)")
         path, secs = ort_quantize_static(full.onnx_path, calibration_samples(data, full.io, 300), work / "peers")
-        runtimes.append((ORTQ8, OrtRuntime(path, ["CPUExecutionProvider"], THREADS, shared=True)))
+        runtimes.append((ORTQ8, OrtPeerRuntime(path, THREADS)))
         info[ORTQ8] = {"quantize_s": secs, "macs": full.manifest.metrics.get("macs"),
                        "params": full.manifest.metrics.get("params"), "size_bytes": path.stat().st_size}
     if prune:
@@ -166,3 +166,12 @@ def run_mobilenet(ctx: Ctx) -> Section:
     size = 160 if ctx.smoke else 224
     kwargs = {"size": size, "mode": "small"} if ctx.smoke else {"size": size}
     return run_model(ctx, "mobilenet", MOBILENET, kwargs, size, prune=False)
+
+
+def run_efficientnet(ctx: Ctx) -> Section:
+    return run_model(ctx, "efficientnet", EFFICIENTNET, {"size": 224}, 224, prune=False)
+
+
+def run_vit(ctx: Ctx) -> Section:
+    """ViT-Tiny/16: a transformer encoder on images, quantized with the transformer recipe."""
+    return run_model(ctx, "vit", VIT, {"size": 224}, 224, prune=False, recipe="int8-transformer")
