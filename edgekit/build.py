@@ -148,11 +148,12 @@ def plan(art: Artifact, target: str, precision: str | None = None, device: str |
             if name not in names:
                 raise BadInputError(f"--shape names '{name}', which is not a model input ({', '.join(sorted(names))})")
     profiled = "shape" in info.build_options
-    ranges = {i.name: i.axis_ranges() for i in art.io.inputs if i.ranges} if profiled else {}
+    placed = precision == "int8" and dev == "cpu" and "placement" in info.build_options
+    # the IO spec's axis ranges: TensorRT's profiles; the latency shapes a placement times
+    ranges = {i.name: i.axis_ranges() for i in art.io.inputs if i.ranges} if profiled or placed else {}
     opts = BuildOptions(precision=precision, device=dev, shapes=dict(shapes or {}), hint=hint,
                         max_batch=max_batch if profiled else None, ranges=ranges,
-                        placement=placement if precision == "int8" and dev == "cpu" and "placement" in info.build_options
-                        else None)
+                        placement=placement if placed else None)
     from edgekit import __version__
     from edgekit.cpu import detect
 

@@ -137,7 +137,7 @@ class OnnxRuntimeTarget:
 
             float_layers: set[str] = set()
             if opts.placement == "latency":
-                placed = _place(onnx_path, out)
+                placed = _place(onnx_path, out, opts.ranges)
                 float_layers = set(placed["float_layers"])
             rewritten = rewrite(onnx_path, model, CPU_INT8_REWRITES, float_layers=float_layers)
         elif opts.precision == "fp16":
@@ -174,7 +174,7 @@ class OnnxRuntimeTarget:
                           shared=shared, precision=record.precision)
 
 
-def _place(onnx_path: Path, out: Path) -> dict[str, Any]:
+def _place(onnx_path: Path, out: Path, ranges: dict[str, list[tuple[int, int, int] | None]]) -> dict[str, Any]:
     """Latency-aware placement on this CPU (``edgekit.targets.placement``): its record, with the layers
     to keep float. The sessions it times spin no threads between runs (they take turns on the cores)."""
     import functools
@@ -189,7 +189,7 @@ def _place(onnx_path: Path, out: Path) -> dict[str, Any]:
     with console.progress() as bar, tempfile.TemporaryDirectory(prefix="edgekit-place-", dir=out) as tmp:
         task = bar.add_task("placement: INT8 vs float per layer", total=4, status="")
         placement = place(onnx_path, CPU_INT8_REWRITES, Path(tmp), factory, cpu=detect().kind,
-                          on_step=lambda done: bar.update(task, advance=1, status=done))
+                          on_step=lambda done: bar.update(task, advance=1, status=done), ranges=ranges)
     record = placement.record()
     n, total = len(record["float_layers"]), len(placement.regions)
     console.info(f"placement: {n}/{total} layers run float on this CPU ({placement.cpu}): INT8 "

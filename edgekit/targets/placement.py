@@ -81,14 +81,20 @@ class Placement:
         return out
 
 
-def _feeds(session: Any, shapes: dict[str, list[int]] | None = None) -> dict[str, np.ndarray]:
-    """One input per model input: random values of its dtype, dynamic dims as 1 (the latency batch)."""
+def _feeds(session: Any, ranges: dict[str, list[tuple[int, int, int] | None]] | None = None) -> dict[str, np.ndarray]:
+    """One input per model input, of its dtype, at the latency shape ``InputSpec.shape(1)`` gives: a
+    dynamic first axis is 1, another dynamic axis its IO range's opt (``ranges``, per input and axis),
+    else 16. Random floats; integer inputs (token ids, masks) are ones."""
     rng = np.random.default_rng(0)
     feeds = {}
     for i in session.get_inputs():
-        dims = (shapes or {}).get(i.name) or [d if isinstance(d, int) and d > 0 else 1 for d in i.shape]
+        axes = (ranges or {}).get(i.name) or []
+        dims = []
+        for k, d in enumerate(i.shape):
+            r = axes[k] if k < len(axes) else None
+            dims.append(d if isinstance(d, int) and d > 0 else 1 if k == 0 else r[1] if r else 16)
         if "int" in i.type:
-            feeds[i.name] = np.zeros(dims, np.int64 if "int64" in i.type else np.int32)
+            feeds[i.name] = np.ones(dims, np.int64 if "int64" in i.type else np.int32)
         else:
             feeds[i.name] = rng.standard_normal(dims).astype(np.float16 if "float16" in i.type else np.float32)
     return feeds
@@ -118,14 +124,15 @@ def _charge(optimized: Any, source: Any) -> dict[str, str]:
     return out
 
 
-def profile(model: Path, session_factory: Callable[..., Any], runs: int = PROFILE_RUNS) -> dict[str, float]:
+def profile(model: Path, session_factory: Callable[..., Any], runs: int = PROFILE_RUNS,
+            ranges: dict[str, list[tuple[int, int, int] | None]] | None = None) -> dict[str, float]:
     """Milliseconds per region of one build (the median over ``runs`` runs), from ONNX Runtime's profiler."""
     import onnx
 
     with tempfile.TemporaryDirectory(prefix="edgekit-placement-") as tmp:
         optimized_path = Path(tmp) / "optimized.onnx"
         session = session_factory(model, profile_prefix=str(Path(tmp) / "profile"), optimized_path=optimized_path)
-        feeds = _feeds(session)
+        feeds = _feeds(session, ranges)
         for _ in range(5):
             session.run(None, feeds)
         for _ in range(runs):
@@ -150,9 +157,10 @@ def profile(model: Path, session_factory: Callable[..., Any], runs: int = PROFIL
     return {r: statistics.median(run.get(r, 0.0) for run in per_run) for r in names}
 
 
-def timed(sessions: dict[str, Any], blocks: int = TIMED_BLOCKS) -> dict[str, float]:
+def timed(sessions: dict[str, Any], blocks: int = TIMED_BLOCKS,
+          ranges: dict[str, list[tuple[int, int, int] | None]] | None = None) -> dict[str, float]:
     """Median milliseconds per run of each session, timed in alternating blocks (~50 ms each)."""
-    feeds = {k: _feeds(s) for k, s in sessions.items()}
+    feeds = {k: _feeds(s, ranges) for k, s in sessions.items()}
     per_block: dict[str, int] = {}
     for k, s in sessions.items():
         for _ in range(3):
@@ -171,10 +179,11 @@ def timed(sessions: dict[str, Any], blocks: int = TIMED_BLOCKS) -> dict[str, flo
 
 
 def place(src: Path, steps: tuple[str, ...], out_dir: Path, session_factory: Callable[..., Any], cpu: str,
-          on_step: Callable[[str], None] = lambda done: None) -> Placement:
+          on_step: Callable[[str], None] = lambda done: None,
+          ranges: dict[str, list[tuple[int, int, int] | None]] | None = None) -> Placement:
     """Measure the all-INT8 and all-float builds of ``src`` per region, write the mixed one, time the
     candidates end to end and return the choice (the caller writes the chosen build). ``on_step`` is
-    told each of the four stages as it ends."""
+    told each of the four stages as it ends; ``ranges``: the IO spec's axis ranges (the shapes timed)."""
     import onnx
 
     graph = onnx.load(str(src), load_external_data=False).graph
@@ -182,9 +191,9 @@ def place(src: Path, steps: tuple[str, ...], out_dir: Path, session_factory: Cal
     int8, flt = out_dir / "int8.onnx", out_dir / "float.onnx"
     rewrite(src, int8, steps)
     rewrite(src, flt, steps, float_layers=layers)
-    t_int8 = profile(int8, session_factory)
+    t_int8 = profile(int8, session_factory, ranges=ranges)
     on_step("INT8 profiled")
-    t_float = profile(flt, session_factory)
+    t_float = profile(flt, session_factory, ranges=ranges)
     on_step("float profiled")
     order = sorted(layers, key=lambda name: -(t_int8.get(name, 0.0) - t_float.get(name, 0.0)))
     candidates = {"int8": Candidate("int8", []), "float": Candidate("float", sorted(layers))}
@@ -197,7 +206,7 @@ def place(src: Path, steps: tuple[str, ...], out_dir: Path, session_factory: Cal
             paths[name] = out_dir / f"mixed{i}.onnx"
             rewrite(src, paths[name], steps, float_layers=set(chosen))
     on_step(f"{len(candidates) - 2} mixed builds written")
-    times = timed({k: session_factory(p) for k, p in paths.items()})
+    times = timed({k: session_factory(p) for k, p in paths.items()}, ranges=ranges)
     on_step("timed end to end")
     for k, c in candidates.items():
         c.ms = round(times[k], 4)

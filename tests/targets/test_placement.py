@@ -126,3 +126,20 @@ def test_bad_placement(digits_int8: Artifact, tmp_path: Path) -> None:
         plan(digits_int8, "onnxruntime", "int8", placement="fastest")
     assert plan(digits_int8, "onnxruntime", "int8", placement="int8").opts.placement == "int8"
     assert plan(digits_int8, "openvino", "int8").opts.placement is None  # not a choice OpenVINO reads
+
+
+def test_placement_times_the_latency_shape(tmp_path: Path) -> None:
+    """A dynamic batch is 1; another dynamic axis takes the IO range's opt (a transformer's sequence
+    length), else 16; token ids and masks are valid ones."""
+    from edgekit.onnx_graph import cpu_session
+    from edgekit.targets.placement import _feeds
+
+    nodes = [helper.make_node("Identity", ["x"], ["y"]), helper.make_node("Identity", ["ids"], ["z"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "t", 4]),
+                                           helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "t"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("z", TensorProto.INT64, None)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    session = cpu_session(tmp_path / "m.onnx")
+    feeds = _feeds(session, {"x": [(1, 8, 64), (1, 128, 512), None]})
+    assert feeds["x"].shape == (1, 128, 4) and feeds["ids"].shape == (1, 16) and (feeds["ids"] == 1).all()
