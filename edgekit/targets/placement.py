@@ -16,7 +16,9 @@ says which CPU kind that was.
 
 from __future__ import annotations
 
+import bisect
 import json
+import re
 import statistics
 import tempfile
 import time
@@ -105,8 +107,6 @@ def _charge(optimized: Any, source: Any) -> dict[str, str]:
     names a fused kernel after a source node (``<node>`` or ``<node>_token_<n>``) or, for a blocked
     NCHWc one, after the source tensor it computes (``<tensor>_nchwc``); a layout change it inserted
     is charged through the first source tensor it leads to."""
-    import re
-
     regions = layer_regions(source.graph)
     tensor_region = {o: regions[n.name or n.output[0]] for n in source.graph.node for o in n.output}
     _, _, consumers = graph_maps(optimized.graph)
@@ -143,8 +143,6 @@ def profile(model: Path, session_factory: Callable[..., Any], runs: int = PROFIL
     windows = windows[-runs:]
     per_run: list[dict[str, float]] = [{} for _ in windows]
     starts = [w[0] for w in windows]
-    import bisect
-
     for e in events:
         if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
             continue
