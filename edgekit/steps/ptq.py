@@ -203,7 +203,7 @@ def layer_overrides(opts: QuantizeStep, nodes: list[tuple[str, str]], pre: Path)
     tq: dict[str, Any] = {}
     if not opts.overrides:
         return skip, tq
-    graph = g._load(pre).graph
+    graph = g.load(pre).graph
     by_name = {n.name: n for n in graph.node}
     for pattern, override in opts.overrides.items():
         hit = select([pattern], nodes)

@@ -61,7 +61,7 @@ def run(state: State, opts: QatStep, ctx: Context) -> State:
                          hint="use recipe int8-transformer (post-training, with smoothing)")
     x_cal = calibration_set(qopts, ctx, state.io)
     ranges = calibrate(pre, x_cal, qopts, CNN_OPS, work)
-    nodes = [(n.name, n.op_type) for n in g._load(pre).graph.node]
+    nodes = [(n.name, n.op_type) for n in g.load(pre).graph.node]
     exclude = select(opts.ignore, nodes) | g.squeeze_excite_nodes(pre)
     qdq = work / "int8.onnx"
     quantize_graph(pre, qdq, ranges, exclude, CNN_OPS, qopts, {}, False)

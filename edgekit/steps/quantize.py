@@ -23,6 +23,7 @@ from edgekit.iospec import IOSpec
 from edgekit.recipe import QuantizeStep
 from edgekit.steps import Context, State
 from edgekit.steps import qdq_graph as g
+from edgekit.steps import qdq_stats as stats
 from edgekit.steps.ptq import (
     CNN_OPS,
     TRANSFORMER_OPS,
@@ -69,14 +70,14 @@ def run(state: State, opts: QuantizeStep, ctx: Context) -> State:
     x_cal = calibration_set(opts, ctx, state.io)
     smoothed = 0
     if transformer and opts.smooth_quant in (True, "auto"):
-        smoothed = g.smooth(pre, chunks(x_cal), opts.smooth_alpha)
+        smoothed = stats.smooth(pre, chunks(x_cal), opts.smooth_alpha)
     elif opts.smooth_quant is True:
-        smoothed = g.smooth(pre, chunks(x_cal), opts.smooth_alpha)
+        smoothed = stats.smooth(pre, chunks(x_cal), opts.smooth_alpha)
     ops = TRANSFORMER_OPS if transformer else CNN_OPS
     nodes = g.weighted_nodes(pre)
     if not nodes:
         raise ModelError("the graph has no Conv/Gemm/MatMul with constant weights to quantize")
-    all_nodes = [(n.name, n.op_type) for n in g._load(pre).graph.node]
+    all_nodes = [(n.name, n.op_type) for n in g.load(pre).graph.node]
     ignored = select(opts.ignore, all_nodes)
     skip, overrides = layer_overrides(opts, all_nodes, pre)
     ranges = frozen_ranges(state.ranges, pre) if state.ranges is not None else None
@@ -99,9 +100,9 @@ def run(state: State, opts: QuantizeStep, ctx: Context) -> State:
     def make(exclude: set[str], path: Path) -> tuple[float, float]:
         quantize_graph(pre, path, ranges, exclude, ops, opts, overrides, transformer)
         if bias_correction == "full":
-            g.full_bias_correction(path, pre, chunks(x_cal))
+            stats.full_bias_correction(path, pre, chunks(x_cal))
         elif bias_correction:
-            g.bias_correction(path, pre, chunks(x_cal))
+            stats.bias_correction(path, pre, chunks(x_cal))
         return _evaluate(path, x_val, y_val, state.io, ref_val)
 
     squeeze_excite = g.squeeze_excite_nodes(pre) if opts.squeeze_excite_float and not transformer else set()
@@ -116,7 +117,7 @@ def run(state: State, opts: QuantizeStep, ctx: Context) -> State:
         groups = g.fallback_groups(pre, ops)
         limit = max(1, int(len(groups) * opts.max_fallback_fraction))
         def noise(path: Path, names: list[str]) -> dict[str, float]:
-            return g.quant_noise(path, {n: groups[n] for n in names}, chunks(x_val))
+            return stats.quant_noise(path, {n: groups[n] for n in names}, chunks(x_val))
 
         budget_info = _fit_budget(make, groups, base_exclude, float_metric, metric, mse, opts.max_accuracy_drop, work, limit,
                                   noise)
@@ -157,7 +158,7 @@ def frozen_ranges(kept: dict[str, tuple[float, float]], pre: Path) -> Any:
     same architecture, so the same tensor names)."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
 
-    graph = g._load(pre).graph
+    graph = g.load(pre).graph
     tensors = {t for n in graph.node for t in [*n.input, *n.output]} | {i.name for i in graph.input}
     foreign = sorted(set(kept) - tensors)
     if foreign:
