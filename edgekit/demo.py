@@ -32,7 +32,8 @@ def _drop_previous_int8(out: Path) -> None:
 
 def demo(out: Path = Path("runs/demo"), epochs: int = 30, batches: tuple[int, ...] = (1, 256),
          min_time: float = 0.5) -> BenchReport:
-    from edgekit.bench.compare import bench
+    from edgekit.bench.compare import BenchRequest, bench
+    from edgekit.bench.harness import TimingConfig
     from edgekit.compress import compress
     from edgekit.targets.catalog import CATALOG
     from edgekit.train import TrainConfig, train
@@ -47,6 +48,7 @@ def demo(out: Path = Path("runs/demo"), epochs: int = 30, batches: tuple[int, ..
     console.info("[bold]3/3 bench[/bold]: the full model and INT8 on every target (unavailable ones say why)")
     targets = [name for name in CATALOG if name != "torch"]
     # one timing process: the demo shows the path; `edgekit bench` pools three for repeatable speedups
-    report, _ = bench(int8, targets, list(batches), min_time=min_time, overwrite=True, processes=1)
+    report, _ = bench(int8, BenchRequest(targets=tuple(targets), batches=tuple(batches), timing=TimingConfig(min_time=min_time),
+                                         overwrite=True, processes=1))
     assert report is not None  # noqa: S101
     return report

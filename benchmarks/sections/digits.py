@@ -36,7 +36,7 @@ def _row_of(name: str, what: str, art: Any, full_top1: float, full_macs: int) ->
 
 
 def run(ctx: Ctx) -> Section:
-    from edgekit.bench.compare import bench
+    from edgekit.bench.compare import BenchRequest, bench
     from edgekit.bench.report import COLUMNS, row_cells
     from edgekit.data import resolve_source
     from edgekit.train import TrainConfig
@@ -81,10 +81,10 @@ def run(ctx: Ctx) -> Section:
                           "{:+.2f} pts"))
 
     log("digits: edgekit bench of the int8 artifact on onnxruntime and openvino, batch 1 and 256")
-    t = ctx.timing
-    report, code = bench(arts["int8"], ["onnxruntime", "openvino"], [1, 256], threads=THREADS, warmup=t.warmup,
-                         min_runs=t.min_runs, min_time=t.min_time, out=ctx.out / "digits-bench", overwrite=True,
-                         processes=1 if ctx.smoke else 3)
+    report, code = bench(arts["int8"], BenchRequest(
+        targets=("onnxruntime", "openvino"), batches=(1, 256), threads=THREADS,
+        timing=ctx.timing, out=ctx.out / "digits-bench",
+        overwrite=True, processes=1 if ctx.smoke else 3))
     assert report is not None
     sec.data["bench"] = report.model_dump(mode="json")
     sec.data["bench_exit_code"] = code
@@ -94,6 +94,6 @@ def run(ctx: Ctx) -> Section:
             [c for c in COLUMNS if c not in ("params",)],
             [[c for c, name in zip(row_cells(r), COLUMNS, strict=True) if name != "params"]
              for r in report.rows if r.batch == batch],
-            note="`edgekit.bench.compare.bench(int8, ['onnxruntime', 'openvino'], [1, 256])`; full report in "
+            note="`edgekit.bench.compare.bench(int8, BenchRequest(targets=('onnxruntime', 'openvino'), batches=(1, 256)))`; full report in "
                  "digits-bench/bench.md. At 8x8 pixels batch 1 is mostly call overhead."))
     return sec

@@ -179,21 +179,43 @@ def run_all(rt: Runtime, inputs: dict[str, np.ndarray], out_name: str, batch: in
     return run_batched(rt, inputs, batch)[out_name]
 
 
-def bench(art: Artifact, targets: list[str] | None = None, batches: list[int] | None = None, threads: int | None = None,
-          warmup: int = 5, min_runs: int = 30, min_time: float = 1.0, data: str | None = None, samples: int | None = None,
-          out: Path | None = None, overwrite: bool = False, dry_run: bool = False,
-          processes: int = 3, device: str | None = None) -> tuple[BenchReport | None, int]:
-    """Run the benchmark; returns (report, exit code: 0, or 4 if a requested build failed parity).
-    ``device``: where targets that have it run (e.g. cuda for torch and ONNX Runtime); others run on
-    their default device and say so in the row."""
-    trust.vouch_named(data)  # named by the caller: theirs to run
-    targets = list(targets or DEFAULT_TARGETS)
-    batches = sorted(set(batches or [1, 8]))
-    if any(b < 1 for b in batches):
-        raise BadInputError("--batch sizes must be positive")
-    if min_runs < 1 or min_time < 0 or warmup < 0 or processes < 0:
-        raise BadInputError("--min-runs must be >= 1, --min-time, --warmup and --processes >= 0")
-    threads = threads or default_threads()
+@dataclass(frozen=True)
+class BenchRequest:
+    """What a benchmark is asked for: which rows, batches and threads, how long to time them, on what
+    data, and where the report goes. ``targets`` empty: the default targets. ``processes``: fresh
+    processes to time in, samples pooled (0: time in the calling one). ``device``: where targets that
+    have it run (e.g. cuda for torch and ONNX Runtime); others run on their default device and say so
+    in the row."""
+
+    targets: tuple[str, ...] = ()
+    batches: tuple[int, ...] = (1, 8)
+    threads: int | None = None
+    timing: TimingConfig = field(default_factory=TimingConfig)
+    processes: int = 3
+    device: str | None = None
+    data: str | None = None
+    samples: int | None = None
+    out: Path | None = None
+    overwrite: bool = False
+    dry_run: bool = False
+
+    def check(self) -> None:
+        if any(b < 1 for b in self.batches):
+            raise BadInputError("--batch sizes must be positive")
+        t = self.timing
+        if t.min_runs < 1 or t.min_time < 0 or t.warmup < 0 or self.processes < 0:
+            raise BadInputError("--min-runs must be >= 1, --min-time, --warmup and --processes >= 0")
+
+
+def bench(art: Artifact, request: BenchRequest | None = None) -> tuple[BenchReport | None, int]:
+    """Run the benchmark; returns (report, exit code: 0, or 4 if a requested build failed parity)."""
+    req = request or BenchRequest()
+    req.check()
+    trust.vouch_named(req.data)  # named by the caller: theirs to run
+    targets = list(req.targets or DEFAULT_TARGETS)
+    batches = sorted(set(req.batches or (1, 8)))
+    threads = req.threads or default_threads()
+    device, processes, cfg = req.device, req.processes, req.timing
     if art.kind not in ("checkpoint", "compressed"):
         raise BadInputError(f"{art.path} is a {art.kind} artifact; bench takes a checkpoint or compressed one")
     if device is not None and not any(device in resolve(t).devices for t in [*targets, "torch"]):
@@ -201,8 +223,8 @@ def bench(art: Artifact, targets: list[str] | None = None, batches: list[int] | 
         raise BadInputError(f"none of the targets runs on device '{device}'", hint=f"devices of these targets: {', '.join(known)}")
     plans = plan_rows(art, targets, device)
     root = plans[0].art
-    data = data or root.manifest.data
-    if dry_run:
+    data = req.data or root.manifest.data
+    if req.dry_run:
         for p in plans:
             try:
                 load_baseline(CATALOG[p.target]).check(p.device)
@@ -213,18 +235,17 @@ def bench(art: Artifact, targets: list[str] | None = None, batches: list[int] | 
         eval_inputs(art, data, 8)
         return None, 0
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out = out or art.path / "bench" / stamp
-    check_output(out, overwrite, art.chain_paths())
+    out = req.out or art.path / "bench" / stamp
+    check_output(out, req.overwrite, art.chain_paths())
     for p in plans:
         console.info(f"preparing {p.variant} on {p.target} ({p.device}, {p.precision})")
         prepare(p, threads, max(batches))
-    x_eval, y_eval, real = eval_inputs(art, data, samples)
+    x_eval, y_eval, real = eval_inputs(art, data, req.samples)
     feeds = {b: {k: np.ascontiguousarray(np.resize(v, (b, *v.shape[1:]))) for k, v in x_eval.items()} for b in batches}
     # without timing processes, memory is measured here (rows loaded before a row share their libraries)
     memory = run_memory(plans, [i for i, p in enumerate(plans) if p.runtime is not None], feeds) if processes == 0 else {}
     _accuracy(plans, art, x_eval, y_eval, real, max(batches))
     rows: list[Row] = []
-    cfg = TimingConfig(warmup=warmup, min_runs=min_runs, min_time=min_time)
     live = [i for i, p in enumerate(plans) if p.runtime is not None]
     if processes > 0:
         for p in plans:  # the timing processes load their own; free the memory and the threads
@@ -253,12 +274,12 @@ def bench(art: Artifact, targets: list[str] | None = None, batches: list[int] | 
     report = BenchReport(
         created=stamp, machine=machine(),
         config=BenchConfig(artifact=str(art.path), root=str(root.path), targets=[resolve(t).name for t in targets],
-                           batches=batches, threads=threads, warmup=warmup, min_runs=min_runs, min_time=min_time,
+                           batches=batches, threads=threads, warmup=cfg.warmup, min_runs=cfg.min_runs, min_time=cfg.min_time,
                            processes=processes, memory="own process per row" if processes > 0 else "bench process",
                            data=data, split="test" if real else "synthetic", eval_samples=len(next(iter(x_eval.values())))),
         rows=rows,
     )
-    write(report, out, overwrite)
+    write(report, out, req.overwrite)
     print_table(report, console.err)
     console.info(f"[green]wrote[/green] {out}/bench.json, bench.md, bench.png")
     failed_parity = any(p.row.get("parity_failed") for p in plans)

@@ -48,13 +48,16 @@ def command(artifact: str | None, targets: tuple[str, ...], batch: str, threads:
             overwrite: bool, trust_code: bool, as_json: bool) -> None:
     """Accuracy, latency and size of ARTIFACT against the full model, on torch and each target."""
     from edgekit.artifact import resolve_artifact
-    from edgekit.bench.compare import bench
+    from edgekit.bench.compare import BenchRequest, bench
+    from edgekit.bench.harness import TimingConfig
     from edgekit.commands._common import trust
 
     trust(trust_code)
     art = resolve_artifact(artifact, ("compressed", "checkpoint"), announce)
-    report, code = bench(art, list(targets) or None, _batches(batch), threads, warmup, min_runs, min_time, data,
-                         samples, Path(out) if out else None, overwrite, dry_run, processes=processes, device=device)
+    report, code = bench(art, BenchRequest(
+        targets=targets, batches=tuple(_batches(batch)), threads=threads,
+        timing=TimingConfig(warmup=warmup, min_runs=min_runs, min_time=min_time), processes=processes, device=device,
+        data=data, samples=samples, out=Path(out) if out else None, overwrite=overwrite, dry_run=dry_run))
     if report is None:
         emit({"dry_run": True, "artifact": str(art.path), "ok": True}, as_json)
         return
