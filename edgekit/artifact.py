@@ -287,16 +287,12 @@ class Artifact:
             node = p
         return node
 
-    def lineage_chain(self) -> list[Artifact]:
-        """[self, parent, ..., root]."""
+    def chain_paths(self) -> list[Path]:
+        """The directories of this artifact and its ancestors (self first): what a command on it reads."""
         chain = [self]
         while (p := chain[-1].parent()) is not None:
             chain.append(p)
-        return chain
-
-    def chain_paths(self) -> list[Path]:
-        """The directories of this artifact and its ancestors: what a command on it reads."""
-        return [a.path for a in self.lineage_chain()]
+        return [a.path for a in chain]
 
 
 def _pid_alive(pid: int) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit import console, trust
+from edgekit import console, external_data, trust
 from edgekit.artifact import (
     Artifact,
     Lineage,
@@ -129,23 +129,6 @@ def onnx_io(model_proto: Any) -> IOSpec:
     return IOSpec(inputs=specs, outputs=[OutputSpec(name=o.name) for o in graph.output])
 
 
-def check_external_data(model_proto: Any, base: Path) -> None:
-    """External data must name files inside the model's own folder (no absolute paths, no ..)."""
-    from onnx.external_data_helper import uses_external_data
-
-    base = base.resolve()
-    for tensor in model_proto.graph.initializer:
-        if not uses_external_data(tensor):
-            continue
-        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        target = (base / location).resolve()
-        if not location or Path(location).is_absolute() or base not in target.parents or not target.is_file():
-            raise BadInputError(
-                f"ONNX initializer '{tensor.name}' points at external data '{location}' outside the model's folder",
-                hint="keep external data files next to the .onnx file",
-            )
-
-
 def load_onnx_safely(path: Path) -> Any:
     require("onnx", "full", "importing ONNX files")
     import onnx
@@ -155,7 +138,10 @@ def load_onnx_safely(path: Path) -> Any:
         proto = onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, OSError) as exc:
         raise BadInputError(f"{path} is not a valid ONNX file ({type(exc).__name__})") from None
-    check_external_data(proto, path.parent)
+    loc = external_data.outside(path)
+    if loc is not None:
+        raise BadInputError(f"{path} points at external data '{loc}' outside the model's folder",
+                            hint="keep external data files next to the .onnx file")
     onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent.resolve()))
     try:
         onnx.checker.check_model(proto)
@@ -168,7 +154,8 @@ def _import_onnx(path: Path, data: str | None, inputs: list[InputSpec] | None, i
                  out: Path, overwrite: bool) -> Artifact:
     import onnx
 
-    from edgekit.onnx_graph import cpu_session
+    from edgekit.targets.base import run_batched
+    from edgekit.targets.onnxruntime import OrtRuntime
 
     proto = load_onnx_safely(path)
     graph_io = onnx_io(proto)
@@ -187,10 +174,8 @@ def _import_onnx(path: Path, data: str | None, inputs: list[InputSpec] | None, i
         metrics: dict[str, Any] = {"params": params, "macs": None, "size_bytes": (tmp / "model.onnx").stat().st_size}
         if data:
             x, y = resolve_source(data)("test")
-            sess = cpu_session(tmp / "model.onnx", threads=2, optimization="all")
-            feeds = match_inputs(x, io, where=f"data '{data}'")
-            outs = np.concatenate([sess.run([io.output_names[0]], {k: v[i:i + 256] for k, v in feeds.items()})[0]
-                                   for i in range(0, len(next(iter(feeds.values()))), 256)])
+            runtime = OrtRuntime(tmp / "model.onnx", ["CPUExecutionProvider"], threads=2)
+            outs = run_batched(runtime, match_inputs(x, io, where=f"data '{data}'"), 256)[io.output_names[0]]
             metrics.update(_eval_metrics(io, outs, y))
         manifest = Manifest(kind="checkpoint", name=out.name, model=None, onnx="model.onnx", io=io, data=data,
                             lineage=Lineage(step="import", config={"model": str(path), "data": data},

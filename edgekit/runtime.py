@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit import external_data
 from edgekit.artifact import SUMS, Artifact
 from edgekit.errors import ArtifactError, BadInputError, DataError, EdgekitError, MissingExtraError
 from edgekit.iospec import InputSpec, normalise_image
@@ -112,61 +113,6 @@ def _verify_sums(directory: Path) -> None:
                                 hint="the bundle is damaged or was tampered with; package it again")
 
 
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    shift = value = 0
-    while True:
-        b = buf[i]
-        value |= (b & 0x7F) << shift
-        i += 1
-        if not b & 0x80:
-            return value, i
-        shift += 7
-
-
-def _fields(buf: bytes) -> list[tuple[int, Any]]:
-    """Top-level protobuf fields of ``buf``: (field number, bytes for length-delimited, int otherwise)."""
-    out: list[tuple[int, Any]] = []
-    i = 0
-    while i < len(buf):
-        value: int | bytes
-        key, i = _varint(buf, i)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, i = _varint(buf, i)
-        elif wire == 1:
-            value, i = buf[i : i + 8], i + 8
-        elif wire == 2:
-            length, i = _varint(buf, i)
-            value, i = buf[i : i + length], i + length
-        elif wire == 5:
-            value, i = buf[i : i + 4], i + 4
-        else:
-            raise ArtifactError("the bundle's ONNX file is not a valid protobuf")
-        out.append((number, value))
-    return out
-
-
-def onnx_external_locations(path: Path) -> list[str]:
-    """External-data file names of an ONNX model's initializers, read without the onnx package
-    (ModelProto.graph=7 -> GraphProto.initializer=5 -> TensorProto.external_data=13 -> key/value)."""
-    locations = []
-    try:
-        for num, graph in _fields(path.read_bytes()):
-            if num != 7:
-                continue
-            for gnum, tensor in _fields(graph):
-                if gnum != 5:
-                    continue
-                for tnum, entry in _fields(tensor):
-                    if tnum == 13:
-                        kv = dict(_fields(entry))
-                        if kv.get(1) == b"location":
-                            locations.append(kv.get(2, b"").decode(errors="replace"))
-    except (IndexError, UnicodeDecodeError):
-        raise ArtifactError(f"{path} is not a valid ONNX file") from None
-    return locations
-
-
 @dataclass
 class Prediction:
     outputs: dict[str, np.ndarray]
@@ -197,10 +143,10 @@ class Bundle:
             raise ArtifactError(f"{path} is a {art.kind} artifact, not a bundle", hint="make one with edgekit package")
         record = art.manifest.target
         if record.model_file.endswith(".onnx"):
-            for loc in onnx_external_locations(directory / record.model_file):
-                if loc not in art.manifest.files or "/" in loc or "\\" in loc:
-                    raise ArtifactError(f"the bundle's ONNX points at external data '{loc}' outside the bundle",
-                                        hint="refusing to load it")
+            loc = external_data.outside(directory / record.model_file, allowed=art.manifest.files)
+            if loc is not None:
+                raise ArtifactError(f"the bundle's ONNX points at external data '{loc}' outside the bundle",
+                                    hint="refusing to load it")
         return cls(directory, art.manifest, keep)
 
     @property

@@ -111,7 +111,7 @@ def test_steps_do_not_import_each_other() -> None:
 # layer or the ones below. The longest matching prefix places a module.
 LAYERS: list[tuple[str, ...]] = [
     ("edgekit", "edgekit.errors", "edgekit.console", "edgekit.iospec", "edgekit.metrics", "edgekit.resources", "edgekit.cpu"),
-    ("edgekit.artifact", "edgekit.recipe", "edgekit.data", "edgekit.trust"),
+    ("edgekit.artifact", "edgekit.recipe", "edgekit.data", "edgekit.trust", "edgekit.external_data"),
     ("edgekit.onnx_graph", "edgekit.models", "edgekit.torchutil"),
     ("edgekit.export", "edgekit.checkpoint", "edgekit.targets", "edgekit.importer"),
     ("edgekit.train", "edgekit.evaluate"),

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from edgekit.artifact import Artifact
-from edgekit.runtime import Bundle, onnx_external_locations
+from edgekit.external_data import locations as onnx_external_locations
+from edgekit.runtime import Bundle
 
 from .conftest import ROOT, assert_user_error, run_cli
 
