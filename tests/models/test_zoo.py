@@ -12,7 +12,7 @@ import torch
 from edgekit.artifact import Artifact, ModelSpec
 from edgekit.models import ZOO, create
 
-from .conftest import run_cli
+from ..conftest import run_cli
 
 
 @pytest.mark.parametrize("name", ["small_cnn", "mlp", "mobilenet_v3", "resnet18"])
