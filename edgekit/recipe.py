@@ -120,6 +120,10 @@ class QuantizeStep(StepOptions):
     entropy_bins: int = Field(default=2048, ge=128, le=65536)
     # true: the weights' rounding shift on float input means; full: each layer's whole shift, measured on the QDQ graph
     bias_correction: bool | Literal["full"] = True
+    # adaround: each weight rounded down or up so the layer's output on the calibration data stays closest to
+    # float (minutes, not seconds; with it, bias_correction defaults to false: its objective includes the shift)
+    rounding: Literal["nearest", "adaround"] = "nearest"
+    rounding_iterations: int = Field(default=1000, ge=10, le=100_000)  # AdaRound's optimisation steps per layer
     squeeze_excite_float: bool = True  # squeeze-excite branches (pool -> 1x1 layers -> gate) stay float: INT8 saves nothing on a 1x1 map
     profile: Literal["portable", "cpu"] = "portable"  # cpu: asymmetric U8 activations, not TensorRT-portable
     ignore: list[str] = Field(default_factory=list, description="node names, glob patterns or op types kept in float")

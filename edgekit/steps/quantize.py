@@ -24,6 +24,7 @@ from edgekit.recipe import QuantizeStep
 from edgekit.steps import Context, State
 from edgekit.steps import qdq_graph as g
 from edgekit.steps import qdq_stats as stats
+from edgekit.steps.adaround import adaround
 from edgekit.steps.ptq import (
     CNN_OPS,
     TRANSFORMER_OPS,
@@ -82,6 +83,11 @@ def run(state: State, opts: QuantizeStep, ctx: Context) -> State:
     skip, overrides = layer_overrides(opts, all_nodes, pre)
     ranges = frozen_ranges(state.ranges, pre) if state.ranges is not None else None
     bias_correction = opts.bias_correction if ranges is None else False  # qat trained with the rounding itself
+    rounding = opts.rounding if ranges is None else "nearest"
+    if rounding == "adaround" and "bias_correction" not in opts.model_fields_set:
+        bias_correction = False  # adaround's objective includes each layer's mean shift; the weights-only correction would undo it
+    rounded: dict[str, np.ndarray] = {}  # adaround's choice per layer, kept across the budget's re-quantizations
+    rounding_report: dict[str, dict[str, float]] = {}
     if ranges is not None:
         console.info(f"  ranges: the {len(state.ranges or {})} qat trained with (no calibration, no bias correction)")
     else:
@@ -99,6 +105,8 @@ def run(state: State, opts: QuantizeStep, ctx: Context) -> State:
 
     def make(exclude: set[str], path: Path) -> tuple[float, float]:
         quantize_graph(pre, path, ranges, exclude, ops, opts, overrides, transformer)
+        if rounding == "adaround":
+            rounding_report.update(adaround(path, pre, chunks(x_cal), opts.rounding_iterations, cache=rounded))
         if bias_correction == "full":
             stats.full_bias_correction(path, pre, chunks(x_cal))
         elif bias_correction:
@@ -137,6 +145,7 @@ def run(state: State, opts: QuantizeStep, ctx: Context) -> State:
         "method": opts.method, "samples": int(next(iter(x_cal.values())).shape[0]), "calibration": opts.calibration or ctx.data,
         "profile": opts.profile, "tensorrt_portable": opts.profile == "portable", "transformer": transformer,
         "smoothed_inputs": smoothed, "squeeze_excite_float_nodes": len(squeeze_excite), "bias_correction": bias_correction,
+        "rounding": rounding, **({"rounding_mse": rounding_report} if rounding_report else {}),
         "ranges": "qat" if state.ranges is not None else opts.method, "float_val": float_metric, "int8_val": metric,
         "float_layers": sorted(base_exclude | {f["node"] for f in fallback}),
         "float_nodes": sorted(base_exclude | {n for f in fallback for n in f["nodes"]}),
