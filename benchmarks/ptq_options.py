@@ -31,7 +31,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "method: mse": {"method": "mse"},
     "method: mse, bias_correction: full": {"method": "mse", "bias_correction": "full"},
     "profile: cpu (U8, not TensorRT-portable)": {"profile": "cpu"},
+    "rounding: adaround (no bias correction)": {"rounding": "adaround"},
+    "rounding: adaround, bias_correction: full": {"rounding": "adaround", "bias_correction": "full"},
 }
+
+
+# the peer, from the same FP32 graph and the same 300 calibration samples (train split); its graph runs
+# on OpenVINO (this CPU), edgekit's as the QDQ graph's own arithmetic
+PEERS = {"NNCF (OpenVINO, its default fast bias correction)": True, "NNCF (OpenVINO, full bias correction)": False}
 
 
 def _recipe(work: Path, name: str, options: dict[str, Any]) -> Path:
@@ -42,7 +49,7 @@ def _recipe(work: Path, name: str, options: dict[str, Any]) -> Path:
     return path
 
 
-def run(model: str, work: Path) -> list[dict[str, Any]]:
+def run(model: str, work: Path, only: str | None = None) -> list[dict[str, Any]]:
     from benchmarks.explain_report import _artifact
     from edgekit.compress import compress
     from edgekit.data import match_inputs, resolve_source
@@ -55,6 +62,8 @@ def run(model: str, work: Path) -> list[dict[str, Any]]:
     fp32 = predict_onnx(ckpt.onnx_path, x)
     rows = []
     for k, (label, options) in enumerate(VARIANTS.items()):
+        if only and not any(part in label for part in only.split(",")):
+            continue
         started = time.perf_counter()
         art = compress(ckpt, str(_recipe(work, f"v{k}", options)), out=ckpt.path / f"v{k}", overwrite=True)
         out = predict_qdq(art.onnx_path, x)
@@ -62,7 +71,27 @@ def run(model: str, work: Path) -> list[dict[str, Any]]:
                      "cosine": cosine(out, fp32), "top1": top1(out, y) if y is not None else None,
                      "fp32_top1": top1(fp32, y) if y is not None else None, "compress_s": time.perf_counter() - started})
         sys.stderr.write(f"{model}: {label}: {json.dumps(rows[-1], default=str)}\n")
+    for label, fast in PEERS.items():
+        if only and not any(part in label for part in only.split(",")):
+            continue
+        rows.append(_nncf_row(model, label, fast, ckpt, x, y, fp32))
+        sys.stderr.write(f"{model}: {label}: {json.dumps(rows[-1], default=str)}\n")
     return rows
+
+
+def _nncf_row(model: str, label: str, fast: bool, ckpt: Any, x: dict[str, Any], y: Any, fp32: Any) -> dict[str, Any]:
+    from benchmarks.common import OvModelRuntime, run_all
+    from benchmarks.peers import nncf_int8
+    from edgekit.data import match_inputs, resolve_source, take
+    from edgekit.metrics import agreement, cosine, top1
+
+    calib_raw, _ = take(resolve_source(str(ckpt.manifest.data))("train"), 300, seed=0)  # what the quantize step draws
+    calib = match_inputs(calib_raw, ckpt.io)
+    quantized, seconds = nncf_int8(ckpt.onnx_path, calib, fast_bias_correction=fast)
+    out = run_all(OvModelRuntime(quantized), x, batch=32)
+    return {"model": model, "variant": label, "options": {"fast_bias_correction": fast}, "agreement": agreement(out, fp32),
+            "cosine": cosine(out, fp32), "top1": top1(out, y) if y is not None else None,
+            "fp32_top1": top1(fp32, y) if y is not None else None, "compress_s": seconds}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,10 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=HERE / "results")
     p.add_argument("--work", type=Path, default=None)
     p.add_argument("--models", default="digits,efficientnet-lite0")
+    p.add_argument("--variants", default=None, help="comma-separated parts of variant names to run (default: all)")
     args = p.parse_args(argv)
     work = args.work or args.out / "artifacts" / "ptq_options"
     work.mkdir(parents=True, exist_ok=True)
-    rows = [r for m in args.models.split(",") for r in run(m.strip(), work)]
+    rows = [r for m in args.models.split(",") for r in run(m.strip(), work, args.variants)]
     args.out.mkdir(parents=True, exist_ok=True)
     cpu = detect()
     (args.out / "ptq_options.json").write_text(json.dumps({"cpu": cpu.record(), "rows": rows}, indent=2, default=float) + "\n")
