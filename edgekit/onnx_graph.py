@@ -11,6 +11,13 @@ import numpy as np
 from edgekit.errors import require
 
 
+def attributes(node: Any) -> dict[str, Any]:
+    """A node's attributes by name, as Python values."""
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
 def graph_maps(graph: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[Any]]]:
     """An ONNX graph's initializers by name, the node producing each tensor, the nodes reading it."""
     inits = {t.name: t for t in graph.initializer}

@@ -30,13 +30,13 @@ import numpy as np
 
 from edgekit import console
 from edgekit.errors import require
-from edgekit.onnx_graph import cpu_session, drop_unused
+from edgekit.onnx_graph import attributes, cpu_session, drop_unused
 from edgekit.onnx_graph import graph_maps as _maps
 from edgekit.steps.qdq_graph import load, save
 
 ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (the paper's values)
 QMIN, QMAX = -127, 127  # symmetric INT8 weights, as ONNX Runtime's quantizer stores them
-LR = 1e-2
+LR = 1e-2  # Adam on the rounding variables (they start at the float weight; 1,000 steps reach 0 or 1)
 ROW_BUDGET = 8_000_000  # floats of sampled input rows kept per layer (rows x patch length)
 BATCH_BUDGET = 2_000_000  # floats of input rows per optimisation step
 
@@ -59,12 +59,6 @@ class Layer:
     attrs: dict[str, Any]
     rows_q: list[np.ndarray]
     rows_f: list[np.ndarray]
-
-
-def _attrs(node: Any) -> dict[str, Any]:
-    from onnx import helper
-
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def _layers(qmodel: Any, fmodel: Any) -> list[Layer]:
@@ -90,7 +84,7 @@ def _layers(qmodel: Any, fmodel: Any) -> list[Layer]:
             continue
         w = numpy_helper.to_array(f_inits[fnode.input[1]]).astype(np.float64)
         scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float64).ravel()
-        a = _attrs(node)
+        a = attributes(node)
         if node.op_type == "Conv":
             if w.ndim != 4 or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
                 continue
@@ -104,7 +98,7 @@ def _layers(qmodel: Any, fmodel: Any) -> list[Layer]:
             if w.ndim != 2:
                 continue
             matrix, groups, kind, axis, transposed = w.T, 1, "dense", 1, True
-        dq_axis = int(_attrs(dq).get("axis", 1)) % q.ndim
+        dq_axis = int(attributes(dq).get("axis", 1)) % q.ndim
         if scale.size not in (1, matrix.shape[0]) or (scale.size > 1 and dq_axis != axis):
             continue
         out.append(Layer(node.name, node, init, tuple(q.shape), np.broadcast_to(scale, (matrix.shape[0],)).copy(), matrix,

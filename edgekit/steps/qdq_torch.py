@@ -23,15 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgekit.errors import ModelError
-from edgekit.onnx_graph import graph_maps
+from edgekit.onnx_graph import attributes, graph_maps
 
 WEIGHTED = ("Conv", "Gemm", "MatMul")
-
-
-def _attrs(node: Any) -> dict[str, Any]:
-    from onnx import helper
-
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def _round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -66,7 +60,7 @@ class QdqGraph(nn.Module):
             key = f"w{len(self.trained)}"
             self.params[key] = nn.Parameter(torch.from_numpy(weight.copy()))
             self.trained[key] = fnode.input[1]
-            axis = int(_attrs(dq).get("axis", 1)) % weight.ndim
+            axis = int(attributes(dq).get("axis", 1)) % weight.ndim
             self.weight_of[dq.output[0]] = (key, axis)
             if len(node.input) > 2 and node.input[2] and len(fnode.input) > 2 and fnode.input[2] in f_inits:
                 bkey = f"b{len(self.trained)}"
@@ -118,7 +112,7 @@ class QdqGraph(nn.Module):
                 assert k is not None and scale is not None  # noqa: S101 - a DQ node has both
                 env[node.output[0]] = (k.float() - zero.float()) * scale.float()
             else:
-                result = OPS[op](ins, _attrs(node))
+                result = OPS[op](ins, attributes(node))
                 for name, value in zip(node.output, result if isinstance(result, tuple) else (result,), strict=False):
                     env[name] = value
         out: torch.Tensor = env[self.output]
